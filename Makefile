@@ -1,0 +1,39 @@
+# dronevision: `make demo` and `make test` each set up .venv on their own.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first and pinned: on these machines both come from a local cache (a CUDA build that also
+# runs on the CPU). Override on other machines, e.g. make TORCH="torch torchvision".
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast test-gpu lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: train yolov8n on the bundled aerial-cars data, evaluate, export ONNX; prints where everything is
+demo: $(STAMP)
+	$(PY) -m dronevision.train experiment=vehicles_v1
+
+## test: the whole suite, fast and slow tests (GPU tests skip themselves without a GPU)
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests scripts
+	$(PY) -m ruff format --check src tests scripts
+
+clean:
+	rm -rf runs mlruns .pytest_cache

@@ -1,0 +1,128 @@
+"""What every stage's command shares: the config folder, Hydra entry points, one-line errors, summary.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dronevision.errors import DroneVisionError
+
+log = logging.getLogger(__name__)
+
+_HYDRA_FILES = {".hydra"}
+
+
+def find_config_dir() -> Path:
+    """The ``configs/`` folder: inside the installed wheel, else at the root of the source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parents[1] / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise DroneVisionError(f"no configs/ folder found beside {here} or in the source checkout")
+
+
+CONFIG_DIR = find_config_dir()
+
+if not OmegaConf.has_resolver("abspath"):
+    OmegaConf.register_new_resolver("abspath", lambda path: str(Path(path).expanduser().resolve()))
+
+
+def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Option names of a config group, e.g. ``group_options("model")`` -> ``["yolo11n", ...]``."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def check_group_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Reject ``group=option`` overrides naming an option that does not exist, listing the valid ones.
+
+    Hydra would say the same over a dozen lines; this is the one-line version, checked before Hydra starts.
+
+    Examples:
+        >>> check_group_overrides(["model=yolov8n", "train.epochs=1"])
+        >>> check_group_overrides(["model=yolov9000"])
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: unknown model 'yolov9000'; valid: yolo11n, yolo11s, yolov8n, yolov8s
+    """
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or "." in key or "/" in key or not (config_dir / key).is_dir() or value in ("", "null"):
+            continue
+        valid = group_options(key, config_dir)
+        for option in value.split(","):  # multirun sweeps list options with commas
+            if option not in valid:
+                raise DroneVisionError(f"unknown {key} '{option}'; valid: {', '.join(valid)}")
+
+
+def hydra_output_dir() -> Path | None:
+    """Hydra's output folder for this job (one per job in a sweep), or None outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def resolve_out_dir(cfg: DictConfig) -> Path:
+    """The folder every output of this run lands in: Hydra's job folder under a Hydra app, else ``cfg.out_dir``."""
+    return (hydra_output_dir() or Path(cfg.out_dir)).expanduser().resolve()
+
+
+@contextmanager
+def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterator[None]:
+    """Turn a :class:`DroneVisionError` into one line on stderr and exit status 2.
+
+    The output folder is removed if it holds nothing but Hydra's bookkeeping, so bad input never leaves a
+    half-written output folder behind.
+    """
+    try:
+        yield
+    except DroneVisionError as e:
+        folder = out_dir()
+        if folder is not None and folder.is_dir():
+            leftovers = {p.name for p in folder.iterdir()} - _HYDRA_FILES
+            if all(name.endswith(".log") for name in leftovers):
+                shutil.rmtree(folder, ignore_errors=True)
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+
+
+def hydra_main(
+    config_name: str,
+    run: Callable[[DictConfig], Any],
+    rewrite_overrides: Callable[[list[str]], list[str]] | None = None,
+) -> Callable[[], None]:
+    """Build a stage's console entry point: check (and optionally rewrite) overrides, then ``run(cfg)`` under Hydra."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
+    def _main(cfg: DictConfig) -> None:
+        with user_errors():
+            run(cfg)
+
+    def main() -> None:
+        try:
+            check_group_overrides(sys.argv[1:])
+            if rewrite_overrides is not None:
+                sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+        except DroneVisionError as e:
+            sys.stderr.write(f"error: {e}\n")
+            sys.exit(2)
+        _main()
+
+    return main
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` atomically (a reader never sees half a file)."""
+    path = out_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+    return path

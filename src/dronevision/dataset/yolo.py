@@ -1,0 +1,205 @@
+"""YOLO datasets (an ultralytics ``data.yaml`` with images/ and labels/ folders): load, validate, fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dronevision.errors import DroneVisionError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class YoloDataset:
+    """A validated YOLO dataset: its ``data.yaml``, class names and the image files of each split."""
+
+    yaml_path: Path
+    names: dict[int, str]
+    splits: dict[str, tuple[Path, ...]]
+
+    @property
+    def root(self) -> Path:
+        """The folder the split paths are relative to."""
+        return self.yaml_path.parent
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per split."""
+        return {split: len(images) for split, images in self.splits.items()}
+
+
+def label_path(image: Path) -> Path:
+    """The YOLO label file of an image: the last ``images`` folder in its path becomes ``labels``.
+
+    Examples:
+        >>> label_path(Path("ds/train/images/a.jpg")).as_posix()
+        'ds/train/labels/a.txt'
+    """
+    parts = list(image.parts)
+    idx = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    if idx is None:
+        return image.with_suffix(".txt")
+    parts[idx] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def parse_names(names: Any, *, source: Path) -> dict[int, str]:
+    """Normalise ``names`` from a data.yaml (a list or an ``{id: name}`` mapping) to ``{id: name}``.
+
+    Examples:
+        >>> parse_names(["car", "truck"], source=Path("data.yaml"))
+        {0: 'car', 1: 'truck'}
+        >>> parse_names({0: "vehicle"}, source=Path("data.yaml"))
+        {0: 'vehicle'}
+    """
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise DroneVisionError(f"{source}: 'names' must be a non-empty list or mapping of class names")
+    try:
+        parsed = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise DroneVisionError(f"{source}: 'names' keys must be integer class ids") from None
+    if sorted(parsed) != list(range(len(parsed))):
+        raise DroneVisionError(f"{source}: class ids in 'names' must be 0..{len(parsed) - 1}")
+    return parsed
+
+
+def _split_images(entry: Any, *, root: Path, source: Path, split: str) -> tuple[Path, ...]:
+    """Image files of one split entry: a folder, a .txt list of images, or a list of either."""
+    entries = entry if isinstance(entry, list) else [entry]
+    images: list[Path] = []
+    for item in entries:
+        path = (root / str(item)).resolve()
+        if not path.exists() and str(item).startswith("../"):  # Roboflow exports write '../train/images'
+            path = (root / str(item)[3:]).resolve()
+        if path.is_dir():
+            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file() and path.suffix == ".txt":
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            images += [(path.parent / line).resolve() for line in lines]
+        else:
+            raise DroneVisionError(f"{source}: {split} path '{item}' does not exist (looked for {path})")
+    return tuple(images)
+
+
+def load_yolo_dataset(path: Path | str) -> YoloDataset:
+    """Read and validate a YOLO dataset from a ``data.yaml`` or a folder that holds one.
+
+    Raises:
+        DroneVisionError: the path or data.yaml is missing, ``names`` is absent, or train/val has no images.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DroneVisionError(f"dataset path {path} does not exist")
+    if path.is_dir():
+        candidates = [path / n for n in ("data.yaml", "dataset.yaml", "data.yml")]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise DroneVisionError(f"{path}: no data.yaml in this folder")
+        path = found
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise DroneVisionError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise DroneVisionError(f"{path}: expected a mapping with 'train', 'val' and 'names'")
+    if "names" not in data:
+        raise DroneVisionError(f"{path}: no 'names' (the class names) in this data.yaml")
+    names = parse_names(data["names"], source=path)
+    root = path.parent / str(data.get("path") or ".")
+    splits: dict[str, tuple[Path, ...]] = {}
+    for split in SPLITS:
+        if data.get(split) is None:
+            if split != "test":
+                raise DroneVisionError(f"{path}: no '{split}' split in this data.yaml")
+            continue
+        images = _split_images(data[split], root=root, source=path, split=split)
+        if not images and split != "test":
+            raise DroneVisionError(f"{path}: the {split} split '{data[split]}' holds no images")
+        splits[split] = images
+    return YoloDataset(yaml_path=path, names=names, splits=splits)
+
+
+def parse_label_lines(
+    lines: list[str], *, n_classes: int, source: Path
+) -> list[tuple[int, float, float, float, float]]:
+    """Parse YOLO label lines ``class cx cy w h`` (normalised), failing on the first bad line with file:line.
+
+    Examples:
+        >>> parse_label_lines(["0 0.5 0.5 0.1 0.2", ""], n_classes=1, source=Path("a.txt"))
+        [(0, 0.5, 0.5, 0.1, 0.2)]
+        >>> parse_label_lines(["3 0.5 0.5 0.1 0.2"], n_classes=1, source=Path("a.txt"))
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: a.txt:1: class id 3 is not in names (0..0)
+    """
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{source}:{number}"
+        if len(fields) != 5:
+            raise DroneVisionError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
+        try:
+            cls, values = int(fields[0]), [float(v) for v in fields[1:]]
+        except ValueError:
+            raise DroneVisionError(f"{where}: not numbers: {line.strip()!r}") from None
+        if not 0 <= cls < n_classes:
+            raise DroneVisionError(f"{where}: class id {cls} is not in names (0..{n_classes - 1})")
+        if not all(-0.01 <= v <= 1.01 for v in values):
+            raise DroneVisionError(f"{where}: coordinates must be normalised to 0..1, got {line.strip()!r}")
+        rows.append((cls, *values))
+    return rows
+
+
+def write_data_yaml(dataset: YoloDataset, out: Path) -> Path:
+    """Write a data.yaml for ultralytics with absolute image lists, independent of ultralytics' datasets_dir."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    content: dict[str, Any] = {"path": str(out.parent)}
+    for split, images in dataset.splits.items():
+        listing = out.parent / f"{split}.txt"
+        listing.write_text("".join(f"{p}\n" for p in images))
+        content[split] = str(listing)
+    content["names"] = dataset.names
+    out.write_text(yaml.safe_dump(content, sort_keys=False))
+    return out
+
+
+def manifest_lines(dataset: YoloDataset) -> list[str]:
+    """One line per image and label file: ``split<TAB>relative path<TAB>sha256``, sorted.
+
+    Every label file is parsed on the way, so a bad line fails here with its file and line number. The label of
+    an image without one is listed as ``-`` so that adding a label changes the manifest.
+    """
+    lines = []
+    for split, images in dataset.splits.items():
+        for image in images:
+            label = label_path(image)
+            if label.is_file():
+                parse_label_lines(label.read_text().splitlines(), n_classes=len(dataset.names), source=label)
+            for f in (image, label):
+                if f is image and not f.is_file():
+                    raise DroneVisionError(f"{f}: image listed in the {split} split does not exist")
+                digest = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else "-"
+                rel = f.relative_to(dataset.root) if f.is_relative_to(dataset.root) else f
+                lines.append(f"{split}\t{rel.as_posix()}\t{digest}")
+    return sorted(lines)
+
+
+def manifest_sha256(lines: list[str]) -> str:
+    """Fingerprint of a dataset manifest.
+
+    Examples:
+        >>> manifest_sha256(["train\\ta.jpg\\t00"])[:12]
+        '9d2aa1859723'
+    """
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()

@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny generated data, composed configs, a real MLflow server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from dronevision.cli import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "data" / "samples" / "aerial-cars"
+VISDRONE_MINI = REPO / "tests" / "fixtures" / "visdrone-mini"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests, with the reason, where CUDA is not available."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_yolo_dataset(root: Path, *, n_train: int = 8, n_val: int = 4, size: int = 64, seed: int = 0) -> Path:
+    """Write a YOLO dataset of bright rectangles on noise, with exact labels; returns its data.yaml."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "labels").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            lines = []
+            for _ in range(int(rng.integers(1, 4))):
+                w, h = (int(v) for v in rng.integers(8, size // 3, 2))
+                x, y = (int(v) for v in rng.integers(0, size - max(w, h), 2))
+                image[y : y + h, x : x + w] = (255, 255, 255)
+                lines.append(f"0 {(x + w / 2) / size:.6f} {(y + h / 2) / size:.6f} {w / size:.6f} {h / size:.6f}")
+            cv2.imwrite(str(root / split / "images" / f"{split}_{i}.jpg"), image)
+            (root / split / "labels" / f"{split}_{i}.txt").write_text("\n".join(lines) + "\n")
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text("path: .\ntrain: train/images\nval: val/images\nnames:\n  0: vehicle\n")
+    return data_yaml
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """8 training and 4 validation images at 64x64 with one class."""
+    return make_yolo_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose configs/train.yaml under debug=fast with outputs and the MLflow store in tmp_path."""
+
+    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
+        base = ["debug=fast", f"out_dir={tmp_path / 'out'}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name, overrides=[*base, *overrides])
+
+    return _compose
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/store.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}")
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
