@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-## demo: train yolov8n on the bundled aerial-cars data, evaluate, export ONNX; prints where everything is
+DEMO   ?= runs/demo
+## demo: bundled aerial-cars -> leakage-free dataset -> train yolov8n -> evaluate -> ONNX; prints where everything is
 demo: $(STAMP)
-	$(PY) -m dronevision.train experiment=vehicles_v1
+	$(PY) -m dronevision.dataset source.format=yolo source.path=data/samples/aerial-cars split=roboflow_flights \
+		out_dir=$(DEMO)/dataset overwrite=true
+	$(PY) -m dronevision.train experiment=vehicles_v1 dataset.path=$(DEMO)/dataset out_dir=$(DEMO)/train
 
 ## test: the whole suite, fast and slow tests (GPU tests skip themselves without a GPU)
 test: $(STAMP)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from dronevision.dataset.records import Issues, SourceImage
 from dronevision.errors import DroneVisionError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -129,9 +132,9 @@ def load_yolo_dataset(path: Path | str) -> YoloDataset:
 
 
 def parse_label_lines(
-    lines: list[str], *, n_classes: int, source: Path
+    lines: list[str], *, n_classes: int, source: Path, issues: Issues | None = None
 ) -> list[tuple[int, float, float, float, float]]:
-    """Parse YOLO label lines ``class cx cy w h`` (normalised), failing on the first bad line with file:line.
+    """Parse YOLO label lines ``class cx cy w h`` (normalised); a bad line goes to ``issues`` (default: raise).
 
     Examples:
         >>> parse_label_lines(["0 0.5 0.5 0.1 0.2", ""], n_classes=1, source=Path("a.txt"))
@@ -141,6 +144,7 @@ def parse_label_lines(
         ...
         dronevision.errors.DroneVisionError: a.txt:1: class id 3 is not in names (0..0)
     """
+    issues = issues or Issues("raise")
     rows = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()
@@ -148,15 +152,22 @@ def parse_label_lines(
             continue
         where = f"{source}:{number}"
         if len(fields) != 5:
-            raise DroneVisionError(f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
+            issues.report("wrong_field_count", where, f"expected 'class cx cy w h', got {len(fields)} fields")
+            continue
         try:
             cls, values = int(fields[0]), [float(v) for v in fields[1:]]
         except ValueError:
-            raise DroneVisionError(f"{where}: not numbers: {line.strip()!r}") from None
+            issues.report("non_numeric", where, f"not numbers: {line.strip()!r}")
+            continue
         if not 0 <= cls < n_classes:
-            raise DroneVisionError(f"{where}: class id {cls} is not in names (0..{n_classes - 1})")
+            issues.report("unknown_class", where, f"class id {cls} is not in names (0..{n_classes - 1})")
+            continue
         if not all(-0.01 <= v <= 1.01 for v in values):
-            raise DroneVisionError(f"{where}: coordinates must be normalised to 0..1, got {line.strip()!r}")
+            issues.report("box_outside_image", where, f"coordinates must be normalised to 0..1, got {line.strip()!r}")
+            continue
+        if values[2] < 0 or values[3] < 0:
+            issues.report("negative_size", where, f"negative width or height: {line.strip()!r}")
+            continue
         rows.append((cls, *values))
     return rows
 
@@ -203,3 +214,61 @@ def manifest_sha256(lines: list[str]) -> str:
         '9d2aa1859723'
     """
     return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the image header (no decoding)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def read_yolo(
+    path: Path, *, issues: Issues, names: list[str] | None = None, keep_splits: bool = False
+) -> Iterator[SourceImage]:
+    """Read a YOLO source: an ultralytics data.yaml (or a folder with one), else ``images/`` + ``labels/`` folders
+    with class names from ``names`` or a ``classes.txt``. Boxes come out in pixels (image sizes from headers).
+
+    An image without a label file is reported (``image_without_label``); an empty label file means no objects.
+    """
+    path = Path(path)
+    has_yaml = path.suffix in (".yaml", ".yml") or any((path / n).is_file() for n in ("data.yaml", "dataset.yaml"))
+    if has_yaml:
+        dataset = load_yolo_dataset(path)
+        class_names = dataset.names
+        splits = dataset.splits
+    else:
+        if names is None and (path / "classes.txt").is_file():
+            names = [n.strip() for n in (path / "classes.txt").read_text().splitlines() if n.strip()]
+        if not names:
+            raise DroneVisionError(f"{path}: a YOLO folder without data.yaml needs classes.txt or source.names")
+        class_names = dict(enumerate(names))
+        images_dir = path / "images"
+        if not images_dir.is_dir():
+            raise DroneVisionError(f"{path}: no data.yaml and no images/ folder")
+        splits = {"": tuple(sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))}
+    for split, images in splits.items():
+        for image in images:
+            label = label_path(image)
+            if not label.is_file():
+                issues.report("image_without_label", str(image), f"no label file {label}")
+                continue
+            wh = image_size(image)
+            rows = parse_label_lines(
+                label.read_text().splitlines(), n_classes=len(class_names), source=label, issues=issues
+            )
+            arr = np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4) * np.tile(wh, 2)
+            xyxy = np.concatenate([arr[:, :2] - arr[:, 2:] / 2, arr[:, :2] + arr[:, 2:] / 2], axis=1)
+            yield (
+                SourceImage(
+                    image=image,
+                    name=image.stem,
+                    group="",
+                    xyxy=xyxy,
+                    labels=[class_names[r[0]] for r in rows],
+                    resolution_wh=wh,
+                    where=str(label),
+                    split=(split or None) if keep_splits else None,
+                )
+            )

@@ -1,0 +1,455 @@
+"""Build one validated, leakage-free, optionally tiled YOLO dataset from one or more annotated sources.
+
+Run ``python -m dronevision.dataset source.format=visdrone source.path=<dir> out_dir=<dir>``; tests call :func:`run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from dronevision.cli import hydra_main, write_summary
+from dronevision.dataset.plan import SPLITS, Item, Taxonomy, assign_splits, group_of, plan_items, to_yolo_lines
+from dronevision.dataset.records import Issues, SourceImage
+from dronevision.errors import DroneVisionError
+from dronevision.slicing import box_areas
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("visdrone", "visdrone-vid", "coco", "yolo", "voc", "cvat")
+SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
+
+
+# --- I/O adapters ----------------------------------------------------------------------------------------------
+
+
+def read_source(source: Mapping[str, Any], issues: Issues) -> Iterable[SourceImage]:
+    """Dispatch to the reader of ``source.format``; readers of per-image files stream their records."""
+    fmt, path = source.get("format"), source.get("path")
+    if fmt not in FORMATS:
+        raise DroneVisionError(f"unknown source.format '{fmt}'; valid: {', '.join(FORMATS)}")
+    if not path:
+        raise DroneVisionError("source.path is required (a folder or file to read)")
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DroneVisionError(f"source.path {path} does not exist")
+    images_dir = Path(source["images_dir"]).expanduser().resolve() if source.get("images_dir") else None
+    if fmt == "visdrone":
+        from dronevision.dataset.visdrone import read_visdrone_det
+
+        records = read_visdrone_det(path, issues=issues, keep_others=bool(source.get("keep_others")))
+    elif fmt == "visdrone-vid":
+        from dronevision.dataset.visdrone import read_visdrone_vid
+
+        records = read_visdrone_vid(
+            path,
+            issues=issues,
+            frame_stride=int(source.get("frame_stride") or 1),
+            keep_others=bool(source.get("keep_others")),
+        )
+    elif fmt == "yolo":
+        from dronevision.dataset.yolo import read_yolo
+
+        names = list(source["names"]) if source.get("names") else None
+        records = read_yolo(path, issues=issues, names=names, keep_splits=bool(source.get("keep_splits")))
+    elif fmt == "coco":
+        from dronevision.dataset.coco import read_coco
+
+        records = read_coco(path, issues=issues, images_dir=images_dir)
+    elif fmt == "voc":
+        from dronevision.dataset.voc import read_voc
+
+        records = read_voc(path, issues=issues, images_dir=images_dir)
+    else:
+        from dronevision.dataset.cvat import read_cvat
+
+        records = read_cvat(
+            path, issues=issues, images_dir=images_dir, frame_stride=int(source.get("frame_stride") or 1)
+        )
+    if source.get("split"):
+        return (replace(r, split=str(source["split"])) for r in records)
+    return records
+
+
+def check_image(path: Path) -> tuple[int, int] | None:
+    """Size from the header, after checking that the file is a complete image; None when it is not."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            wh, fmt = im.size, im.format
+        with path.open("rb") as f:
+            f.seek(-12, os.SEEK_END)
+            tail = f.read()
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+        return None  # truncated: no end-of-image marker
+    if fmt == "PNG" and b"IEND" not in tail:
+        return None
+    return wh
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_item(item: Item, root: Path) -> dict[str, str]:
+    """Write one output image (linked, or decoded, masked/cropped and encoded) and its label file; their hashes."""
+    target, label = root / item.file, root / item.label_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    label.parent.mkdir(parents=True, exist_ok=True)
+    if not item.rewrite:
+        try:
+            os.link(item.record.image, target)
+        except OSError:
+            shutil.copyfile(item.record.image, target)
+    else:
+        import cv2
+
+        image = cv2.imread(str(item.record.image), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DroneVisionError(f"{item.record.image}: cannot be decoded as an image")
+        x1, y1, x2, y2 = item.window_xyxy
+        crop = np.ascontiguousarray(image[y1:y2, x1:x2])
+        if item.mask and len(item.ignore_xyxy):
+            mean = np.round(cv2.mean(image)[:3]).astype(np.uint8)  # the whole image's mean colour
+            for bx1, by1, bx2, by2 in np.round(item.ignore_xyxy).astype(int).tolist():
+                crop[by1:by2, bx1:bx2] = mean
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if target.suffix in (".jpg", ".jpeg") else []
+        if not cv2.imwrite(str(target), crop, params):
+            raise DroneVisionError(f"{target}: could not be written")
+    label.write_text(to_yolo_lines(item.class_ids, item.xyxy, item.resolution_wh))
+    return {item.file: _sha256(target), item.label_file: _sha256(label)}
+
+
+def _write_json_with_lists(path: Path, head: Mapping[str, Any], lists: Mapping[str, Path]) -> None:
+    """Write ``{**head, key: [records...]}`` where each list is streamed from a JSON-lines file (bounded memory)."""
+    with path.open("w") as out:
+        out.write(json.dumps(dict(head), sort_keys=True)[:-1])
+        for i, (key, lines) in enumerate(lists.items()):
+            out.write(f'{", " if head or i else ""}"{key}": [')
+            with lines.open() as f:
+                for j, line in enumerate(f):
+                    out.write(("," if j else "") + "\n" + line.rstrip("\n"))
+            out.write("\n]")
+        out.write("}\n")
+
+
+def draw_samples(root: Path, files: Sequence[str], out: Path, *, cell: int = 256) -> None:
+    """A grid of up to 16 output images with their boxes drawn, as PNG."""
+    import cv2
+
+    cells = []
+    for file in files[:16]:
+        image = cv2.imread(str(root / file))
+        label = root / ("labels" + file.removeprefix("images").rsplit(".", 1)[0] + ".txt")
+        h, w = image.shape[:2]
+        for line in label.read_text().splitlines():
+            cls, cx, cy, bw, bh = (float(v) for v in line.split())
+            p1 = (int((cx - bw / 2) * w), int((cy - bh / 2) * h))
+            p2 = (int((cx + bw / 2) * w), int((cy + bh / 2) * h))
+            cv2.rectangle(image, p1, p2, (0, 255, 0), max(1, w // 400))
+        scale = cell / max(h, w)
+        resized = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))))
+        canvas = np.zeros((cell, cell, 3), np.uint8)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized
+        cells.append(canvas)
+    if not cells:
+        return
+    cols = min(4, len(cells))
+    cells += [np.zeros_like(cells[0])] * (-len(cells) % cols)
+    rows = [np.concatenate(cells[i : i + cols], axis=1) for i in range(0, len(cells), cols)]
+    cv2.imwrite(str(out), np.concatenate(rows, axis=0))
+
+
+def _sources(cfg: DictConfig) -> list[dict[str, Any]]:
+    sources = OmegaConf.to_container(cfg.sources, resolve=True) if cfg.get("sources") else None
+    if sources:
+        defaults = OmegaConf.to_container(cfg.source, resolve=True)
+        return [{**defaults, **s} for s in sources]
+    return [OmegaConf.to_container(cfg.source, resolve=True)]
+
+
+@dataclass
+class _Index:
+    """Pass 1 over the sources: which records survive the checks, their size, group and split; O(1) per image."""
+
+    kept: dict[str, tuple[str, tuple[int, int], str]] = field(default_factory=dict)  # name -> (image, wh, group)
+    forced: dict[str, str] = field(default_factory=dict)  # name -> split forced by its source
+    labels: set[str] = field(default_factory=set)
+
+
+def _index(sources: Sequence[Mapping[str, Any]], pattern: str | None, issues: Issues) -> _Index:
+    index = _Index()
+    for source in sources:
+        for record in read_source(source, issues):
+            if record.name in index.kept:
+                issues.report(
+                    "duplicate_name",
+                    str(record.image),
+                    f"file name '{record.name}' also comes from {index.kept[record.name][0]}",
+                )
+                continue
+            wh = check_image(record.image) if record.image.is_file() else None
+            if wh is None:
+                kind = "unreadable_image" if record.image.is_file() else "missing_image"
+                issues.report(
+                    kind, str(record.image), "cannot be read as a complete image (missing, unreadable or truncated)"
+                )
+                continue
+            if record.resolution_wh is not None and tuple(record.resolution_wh) != wh:
+                said = "x".join(map(str, record.resolution_wh))
+                issues.report("size_mismatch", record.where, f"annotation says {said}, image is {wh[0]}x{wh[1]}")
+                continue
+            index.kept[record.name] = (str(record.image), wh, record.group or group_of(record.name, pattern))
+            if record.split:
+                if record.split not in SPLITS:
+                    raise DroneVisionError(f"{record.where}: split '{record.split}' is not one of {', '.join(SPLITS)}")
+                index.forced[record.name] = record.split
+            index.labels.update(record.labels)
+    return index
+
+
+def _planned(
+    sources: Sequence[Mapping[str, Any]],
+    index: _Index,
+    split_of: Mapping[str, str],
+    taxonomy: Taxonomy,
+    plan_cfg: Mapping[str, Any],
+    issues: Issues,
+) -> Iterator[Item]:
+    """Pass 2: read the sources again (their problems were counted in pass 1) and plan each kept record."""
+    quiet = Issues("skip", log_warnings=False)
+    for source in sources:
+        for record in read_source(source, quiet):
+            kept = index.kept.get(record.name)
+            if kept is None or kept[0] != str(record.image):
+                continue
+            _, wh, group = kept
+            split = index.forced.get(record.name) or split_of[group]
+            yield from plan_items(record, resolution_wh=wh, split=split, taxonomy=taxonomy, cfg=plan_cfg, issues=issues)
+
+
+def _written(items: Iterable[Item], root: Path, workers: int, total: int) -> Iterator[tuple[Item, dict[str, str]]]:
+    """Write items, in worker processes when there are many, in order; at most a few hundred in flight."""
+    from functools import partial
+
+    from tqdm import tqdm
+
+    write = partial(write_item, root=root)
+    progress = tqdm(total=total, desc="writing", unit="img", leave=False)
+    pool = None
+    if workers > 1 and total >= 64:
+        import multiprocessing as mp
+
+        pool = mp.get_context("fork").Pool(workers)
+    try:
+        iterator = iter(items)
+        while chunk := list(itertools.islice(iterator, 256)):
+            hashes = pool.imap(write, chunk, chunksize=8) if pool else map(write, chunk)
+            for item, h in zip(chunk, hashes):
+                progress.update()
+                yield item, h
+    finally:
+        progress.close()
+        if pool is not None:
+            pool.terminate()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build the dataset into ``cfg.out_dir`` atomically; returns summary.json's content."""
+    started = time.perf_counter()
+    out_dir = Path(cfg.out_dir).expanduser().resolve()
+    if out_dir.exists() and not cfg.overwrite:
+        raise DroneVisionError(f"out_dir {out_dir} already exists (set overwrite=true to replace it)")
+    issues = Issues(cfg.on_error)
+    sources = _sources(cfg)
+    index = _index(sources, cfg.split.group_pattern, issues)
+    if not index.kept:
+        raise DroneVisionError("no images left to write (check the sources and on_error)")
+    free = Counter(group for name, (_, _, group) in index.kept.items() if name not in index.forced)
+    split_of = assign_splits(
+        free, val_fraction=cfg.split.val_fraction, test_fraction=cfg.split.test_fraction, seed=cfg.split.seed
+    )
+    taxonomy = Taxonomy.from_config(OmegaConf.to_container(cfg.taxonomy, resolve=True), index.labels)
+    plan_cfg = {"filter": cfg.get("filter"), "tiling": cfg.tiling, "mask_ignored": cfg.mask_ignored}
+    items = _planned(sources, index, split_of, taxonomy, plan_cfg, issues)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        writer = _DatasetWriter(tmp, taxonomy)
+        for item, hashes in _written(items, tmp, int(cfg.workers or os.cpu_count() or 1), total=len(index.kept)):
+            writer.add(item, hashes, group=index.kept[item.record.name][2])
+        summary = writer.finish(cfg, sources, issues)
+        if out_dir.exists():  # overwrite=true: swap, then delete the old one
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    n_source = len(index.kept)
+    summary.update(
+        out_dir=str(out_dir),
+        source_images=n_source,
+        seconds=round(seconds, 2),
+        images_per_s=round(n_source / seconds, 1),
+    )
+    write_summary(out_dir, summary)
+    n = summary["images"]
+    print(
+        f"dronevision dataset: {sum(n.values())} images ({', '.join(f'{k} {v}' for k, v in n.items())}), "
+        f"{sum(summary['boxes'].values())} boxes, {len(taxonomy.classes)} classes in {seconds:.1f} s\n"
+        f"  dataset  {out_dir}  (train with: python -m dronevision.train dataset.path={out_dir})"
+    )
+    return summary
+
+
+class _DatasetWriter:
+    """Streams manifest entries and COCO records to staging files; aggregates the counts."""
+
+    def __init__(self, root: Path, taxonomy: Taxonomy) -> None:
+        self.root, self.taxonomy = root, taxonomy
+        self.staging = root / ".staging"
+        self.staging.mkdir()
+        self.entries = (self.staging / "entries.jsonl").open("w")
+        self.coco = {
+            s: ((self.staging / f"{s}.images.jsonl").open("w"), (self.staging / f"{s}.annotations.jsonl").open("w"))
+            for s in SPLITS
+        }
+        self.n_images, self.n_boxes, self.n_ignored = Counter(), Counter(), 0
+        self.class_counts = {s: Counter() for s in SPLITS}
+        self.sizes = {s: Counter() for s in SPLITS}
+        self.groups: dict[str, set[str]] = {s: set() for s in SPLITS}
+        self.samples: list[str] = []
+
+    def add(self, item: Item, hashes: Mapping[str, str], *, group: str) -> None:
+        split, record = item.split, item.record
+        image_id = self.n_images[split]
+        self.n_images[split] += 1
+        self.groups[split].add(group)
+        areas = box_areas(item.xyxy)
+        self.sizes[split].update(np.where(areas < SMALL, "small", np.where(areas < MEDIUM, "medium", "large")).tolist())
+        self.class_counts[split].update(self.taxonomy.classes[c] for c in item.class_ids)
+        self.n_ignored += len(item.ignore_xyxy)
+        if len(self.samples) < 16 and split == "train":
+            self.samples.append(item.file)
+        w, h = item.resolution_wh
+        boxes = np.round(item.xyxy, 2).tolist()
+        entry = {
+            "file": item.file,
+            "split": split,
+            "source_image": str(record.image),
+            "group": group,
+            "window": list(item.window_xyxy),
+            "size": [w, h],
+            "sha256": hashes,
+            "boxes": [[c, *b] for c, b in zip(item.class_ids, boxes)],
+            "attrs": {k: np.asarray(v)[item.keep].tolist() for k, v in sorted(record.attrs.items())},
+            "ignored": np.round(item.ignore_xyxy, 2).tolist(),
+        }
+        self.entries.write(json.dumps(entry, sort_keys=True) + "\n")
+        images_f, anns_f = self.coco[split]
+        images_f.write(json.dumps({"id": image_id, "file_name": item.file, "width": w, "height": h}) + "\n")
+        for c, (x1, y1, x2, y2) in zip(item.class_ids, boxes):
+            self.n_boxes[split] += 1
+            ann = {
+                "id": self.n_boxes[split],
+                "image_id": image_id,
+                "category_id": c + 1,
+                "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
+                "area": round((x2 - x1) * (y2 - y1), 2),
+                "iscrowd": 0,
+            }
+            anns_f.write(json.dumps(ann) + "\n")
+
+    def finish(self, cfg: DictConfig, sources: Sequence[Mapping[str, Any]], issues: Issues) -> dict[str, Any]:
+        """Write data.yaml, the COCO JSONs, manifest.json and samples.png; returns the summary's counts."""
+        import yaml
+
+        self.entries.close()
+        for f1, f2 in self.coco.values():
+            f1.close(), f2.close()
+        root, present = self.root, [s for s in SPLITS if self.n_images[s]]
+        files = {}
+        (root / "annotations").mkdir()
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.taxonomy.classes)]
+        for split in present:
+            path = root / "annotations" / f"instances_{split}.json"
+            _write_json_with_lists(
+                path,
+                {"categories": categories},
+                {
+                    "images": self.staging / f"{split}.images.jsonl",
+                    "annotations": self.staging / f"{split}.annotations.jsonl",
+                },
+            )
+            files[f"annotations/instances_{split}.json"] = _sha256(path)
+        data_yaml = {
+            "path": ".",
+            **{s: f"images/{s}" for s in present},
+            "names": dict(enumerate(self.taxonomy.classes)),
+        }
+        (root / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+        files["data.yaml"] = _sha256(root / "data.yaml")
+        for a, b in itertools.combinations(present, 2):  # assign_splits guarantees this; the manifest proves it
+            if self.groups[a] & self.groups[b]:
+                raise RuntimeError(f"groups in both {a} and {b}: {sorted(self.groups[a] & self.groups[b])[:5]}")
+        head = {
+            "version": 1,
+            "classes": list(self.taxonomy.classes),
+            "taxonomy": self.taxonomy.name,
+            "sources": [{k: v for k, v in sorted(s.items()) if v is not None} for s in sources],
+            "split": OmegaConf.to_container(cfg.split, resolve=True),
+            "tiling": OmegaConf.to_container(cfg.tiling, resolve=True),
+            "images": {s: self.n_images[s] for s in present},
+            "groups": {s: sorted(self.groups[s]) for s in present},
+            "class_counts": {s: dict(sorted(self.class_counts[s].items())) for s in present},
+            "box_sizes": {s: {k: self.sizes[s][k] for k in ("small", "medium", "large")} for s in present},
+            "ignored_regions": self.n_ignored,
+            "dropped": dict(sorted(issues.dropped.items())),
+            "skipped": dict(sorted(issues.counts.items())),
+            "files": files,  # the per-image files' hashes are in each entry
+        }
+        _write_json_with_lists(root / "manifest.json", head, {"entries": self.staging / "entries.jsonl"})
+        shutil.rmtree(self.staging)
+        draw_samples(root, self.samples, root / "samples.png")
+        (root / "build_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        return {
+            "classes": list(self.taxonomy.classes),
+            "images": head["images"],
+            "boxes": {s: self.class_counts[s].total() for s in present},
+            "class_counts": head["class_counts"],
+            "dropped": head["dropped"],
+            "skipped": head["skipped"],
+            "manifest_sha256": _sha256(root / "manifest.json"),
+        }
+
+
+main = hydra_main("dataset_build", run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""What every source reader yields, and the bad-input policy they share.
+
+A reader turns one source (a VisDrone folder, a COCO JSON, ...) into :class:`SourceImage` records: the image file,
+its boxes in source-image pixels (``xyxy``) with their source class names, optional per-box attributes, ignored
+regions, and the group (sequence, video or flight) that splits must keep together. Readers check syntax and
+references; geometry (clipping to the image, zero area) and class mapping happen once, in the build.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from dronevision.errors import DroneVisionError
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One annotated image of a source.
+
+    Attributes:
+        image: the image file.
+        name: output file stem, unique within a build (e.g. ``0000001_02999_d_0000005``).
+        group: what a split keeps together: a sequence, video or flight id.
+        xyxy: ``(N, 4)`` boxes in source-image pixels.
+        labels: ``N`` source class names.
+        attrs: optional per-box integer attributes of length ``N`` (``truncation``, ``occlusion``, ``target_id``).
+        ignore_xyxy: ``(M, 4)`` ignored regions in source-image pixels.
+        resolution_wh: image size when the annotation states it (COCO, VOC, CVAT), else None (read from the file).
+        where: the annotation file (and record) for messages.
+        split: a split forced by the source, else None.
+    """
+
+    image: Path
+    name: str
+    group: str
+    xyxy: np.ndarray
+    labels: tuple[str, ...]
+    attrs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    ignore_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    resolution_wh: tuple[int, int] | None = None
+    where: str = ""
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(-1, 4)
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "ignore_xyxy", np.asarray(self.ignore_xyxy, dtype=np.float64).reshape(-1, 4))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if len(self.labels) != len(xyxy):
+            raise ValueError(f"{self.where}: {len(xyxy)} boxes but {len(self.labels)} labels")
+        for key, values in self.attrs.items():
+            if len(values) != len(xyxy):
+                raise ValueError(f"{self.where}: attribute {key} has {len(values)} values for {len(xyxy)} boxes")
+
+
+class Issues:
+    """The ``on_error`` policy: ``raise`` stops at the first bad record with one line naming file and line;
+    ``skip`` warns once per kind, counts every occurrence, and the caller skips the record.
+
+    Examples:
+        >>> issues = Issues("skip")
+        >>> issues.report("wrong_field_count", "a.txt:3", "expected 8 fields, got 5")
+        >>> issues.report("wrong_field_count", "a.txt:4", "expected 8 fields, got 2")
+        >>> dict(issues.counts)
+        {'wrong_field_count': 2}
+        >>> Issues("raise").report("non_numeric", "a.txt:1", "not a number: 'x'")
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: a.txt:1: not a number: 'x'
+    """
+
+    def __init__(self, policy: str = "raise", *, log_warnings: bool = True) -> None:
+        if policy not in ON_ERROR:
+            raise DroneVisionError(f"on_error must be one of {', '.join(ON_ERROR)}, got '{policy}'")
+        self.policy = policy
+        self.log_warnings = log_warnings
+        self.counts: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count records dropped on purpose (not errors), e.g. VisDrone's ``others`` class."""
+        self.dropped[reason] += n
+
+    def report(self, kind: str, where: str, message: str) -> None:
+        """Raise, or count and warn (once per kind); after it returns, skip the record."""
+        if self.policy == "raise":
+            raise DroneVisionError(f"{where}: {message}")
+        if kind not in self.counts and self.log_warnings:
+            log.warning("%s: %s (skipped; further '%s' problems are counted in the manifest)", where, message, kind)
+        self.counts[kind] += 1
+
+
+def safe_join(root: Path, name: str, *, issues: Issues, where: str) -> Path | None:
+    """``root / name`` for a file name read from an annotation, refusing absolute paths and ``..``.
+
+    Examples:
+        >>> safe_join(Path("/data"), "images/a.jpg", issues=Issues(), where="x.json").as_posix()
+        '/data/images/a.jpg'
+        >>> safe_join(Path("/data"), "../etc/passwd", issues=Issues(), where="x.json")
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: x.json: file name '../etc/passwd' escapes the source folder
+    """
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or ".." in posix.parts or ".." in windows.parts:
+        issues.report("path_escape", where, f"file name '{name}' escapes the source folder")
+        return None
+    return root / posix
