@@ -390,6 +390,17 @@ def test_box_across_a_tile_edge_is_clipped_and_kept_by_visibility(
         assert left.xyxy.tolist() == [[60, 10, 100, 30]]
     assert len(right.xyxy) == 0  # 1/3 visible: below both thresholds
     assert issues.dropped["tile_low_visibility"] == (1 if kept_in_left_tile else 2)
+    assert issues.clipped["by_tile"] == (1 if kept_in_left_tile else 0)
+
+
+def test_boxes_are_clipped_to_the_image_and_zero_area_dropped_both_counted() -> None:
+    issues = Issues()
+    taxonomy = Taxonomy(classes=("car",), mapping={"car": "car"})
+    record = _record([[-5, 10, 20, 30], [40, 40, 40, 50], [10, 10, 20, 20]], ["car"] * 3)
+    (item,) = plan_items(record, resolution_wh=(100, 80), split="train", taxonomy=taxonomy, cfg={}, issues=issues)
+    assert item.xyxy.tolist() == [[0, 10, 20, 30], [10, 10, 20, 20]]
+    assert issues.clipped == {"to_image": 1} and issues.dropped == {"zero_area": 1}
+    assert not item.rewrite  # no tiling, nothing to mask: the image is linked
 
 
 def test_tile_offsets_round_trip_to_source_pixels(compose_build, tmp_path: Path) -> None:
@@ -510,3 +521,25 @@ def test_coco_and_voc_sources_build_with_crowd_and_difficult_as_ignored(compose_
     assert manifest["ignored_regions"] == 2  # the crowd box and the difficult bus
     by_name = {Path(e["file"]).stem: e for e in manifest["entries"]}
     assert by_name["v"]["boxes"] == [[0, 10.0, 5.0, 30.0, 15.0]]  # VOC's 1-based pixels -> 0-based xyxy
+
+
+def test_cvat_video_source_interpolates_and_builds(compose_build, tmp_path: Path) -> None:
+    task = tmp_path / "flight7"
+    (task / "images").mkdir(parents=True)
+    for frame in range(5):
+        cv2.imwrite(str(task / "images" / f"frame_{frame:06d}.jpg"), np.full((48, 64, 3), 60, np.uint8))
+    (task / "annotations.xml").write_text(
+        "<annotations><version>1.1</version><meta><task><size>5</size><original_size><width>64</width>"
+        "<height>48</height></original_size></task></meta>"
+        '<track id="3" label="car"><box frame="0" keyframe="1" outside="0" occluded="0" xtl="0" ytl="0" xbr="10" '
+        'ybr="10"/><box frame="4" keyframe="1" outside="0" occluded="0" xtl="40" ytl="20" xbr="50" ybr="30"/>'
+        "</track></annotations>"
+    )
+    summary = build.run(
+        compose_build("source.format=cvat", f"source.path={task / 'annotations.xml'}", "split.val_fraction=0")
+    )
+    assert summary["images"] == {"train": 5} and summary["class_counts"] == {"train": {"car": 5}}
+    manifest = json.loads((tmp_path / "built" / "manifest.json").read_text())
+    middle = next(e for e in manifest["entries"] if e["file"].endswith("_000002.jpg"))
+    assert middle["boxes"] == [[0, 20.0, 10.0, 30.0, 20.0]]  # halfway between the two keyframes
+    assert middle["attrs"]["target_id"] == [3] and middle["group"] == "flight7"

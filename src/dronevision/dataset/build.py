@@ -431,6 +431,7 @@ class _DatasetWriter:
             "box_sizes": {s: {k: self.sizes[s][k] for k in ("small", "medium", "large")} for s in present},
             "ignored_regions": self.n_ignored,
             "dropped": dict(sorted(issues.dropped.items())),
+            "clipped": dict(sorted(issues.clipped.items())),
             "skipped": dict(sorted(issues.counts.items())),
             "files": files,  # the per-image files' hashes are in each entry
         }
@@ -444,6 +445,7 @@ class _DatasetWriter:
             "boxes": {s: self.class_counts[s].total() for s in present},
             "class_counts": head["class_counts"],
             "dropped": head["dropped"],
+            "clipped": head["clipped"],
             "skipped": head["skipped"],
             "manifest_sha256": _sha256(root / "manifest.json"),
         }

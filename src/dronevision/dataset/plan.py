@@ -164,7 +164,7 @@ def plan_items(
         )
     issues.drop("zero_area", int(zero.sum()))
     n_clipped = int(((visible > 0) & (visible < 1)).sum())
-    issues.drop("clipped_to_image", n_clipped)  # kept, counted
+    issues.clip("to_image", n_clipped)
     keep = ~outside & ~zero
     ids = np.full(len(xyxy), -1)
     for i in np.flatnonzero(keep):
@@ -218,6 +218,7 @@ def plan_items(
         cut = (vis > 0) & (vis < float(tiling["min_visibility"]))
         issues.drop("tile_low_visibility", int(cut.sum()))
         sel = vis >= float(tiling["min_visibility"])
+        issues.clip("by_tile", int((sel & (vis < 1)).sum()))
         tile_ignore, ivis = clip_boxes(ignore, tile)
         if not sel.any() and not tiling.get("keep_empty", True):
             issues.drop("empty_tile")

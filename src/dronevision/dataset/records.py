@@ -86,10 +86,17 @@ class Issues:
         self.log_warnings = log_warnings
         self.counts: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.clipped: Counter[str] = Counter()
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count records dropped on purpose (not errors), e.g. VisDrone's ``others`` class."""
-        self.dropped[reason] += n
+        if n:
+            self.dropped[reason] += n
+
+    def clip(self, reason: str, n: int = 1) -> None:
+        """Count boxes kept but cut to fit (the image, a tile)."""
+        if n:
+            self.clipped[reason] += n
 
     def report(self, kind: str, where: str, message: str) -> None:
         """Raise, or count and warn (once per kind); after it returns, skip the record."""
