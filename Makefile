@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 DEMO   ?= runs/demo
-## demo: bundled aerial-cars -> leakage-free dataset -> train yolov8n -> evaluate -> ONNX; prints where everything is
+## demo: flyover videos -> sample -> labels -> dataset -> 1 epoch; then the bundled aerial-cars -> dataset ->
+##       train yolov8n -> evaluate -> ONNX. Prints where the MLflow run, weights and ONNX model are.
 demo: $(STAMP)
+	rm -rf $(DEMO)/flights $(DEMO)/sample
+	$(PY) -m dronevision.synth out_dir=$(DEMO)/flights name=flightA seed=1 n_frames=300 fps=10
+	$(PY) -m dronevision.synth out_dir=$(DEMO)/flights name=flightB seed=2 n_frames=300 fps=10
+	$(PY) -m dronevision.sample input=$(DEMO)/flights out_dir=$(DEMO)/sample \
+		labels.format=visdrone-vid labels.path=$(DEMO)/flights/annotations
+	$(PY) -m dronevision.dataset source.format=visdrone-vid source.path=$(DEMO)/sample/labelled taxonomy=vehicles \
+		split.val_fraction=0.5 out_dir=$(DEMO)/flights-dataset overwrite=true
+	$(PY) -m dronevision.train dataset.path=$(DEMO)/flights-dataset train.epochs=1 train.imgsz=320 \
+		out_dir=$(DEMO)/flights-train mlflow.experiment=demo-flyover
 	$(PY) -m dronevision.dataset source.format=yolo source.path=data/samples/aerial-cars split=roboflow_flights \
 		out_dir=$(DEMO)/dataset overwrite=true
 	$(PY) -m dronevision.train experiment=vehicles_v1 dataset.path=$(DEMO)/dataset out_dir=$(DEMO)/train

@@ -89,10 +89,14 @@ def resolve_model(model: DictConfig) -> tuple[str, Path | None]:
     return str(model.cfg), weights
 
 
-def _drop_ultralytics_mlflow(trainer: Any) -> None:
-    """Remove ultralytics' MLflow callback: dronevision logs the one run itself (see :class:`MlflowRun`)."""
+_DROPPED_CALLBACKS = ("ultralytics.utils.callbacks.mlflow", "ultralytics.utils.callbacks.raytune")
+
+
+def _drop_ultralytics_callbacks(trainer: Any) -> None:
+    """Remove ultralytics' MLflow callback (dronevision logs the one run itself, see :class:`MlflowRun`) and its
+    Ray Tune callback (on whenever ray is installed; dronevision uses Ray for sampling, not tuning)."""
     for event, fns in trainer.callbacks.items():
-        trainer.callbacks[event] = [f for f in fns if "callbacks.mlflow" not in getattr(f, "__module__", "")]
+        trainer.callbacks[event] = [f for f in fns if getattr(f, "__module__", "") not in _DROPPED_CALLBACKS]
 
 
 def _skip_amp_download() -> None:
@@ -127,7 +131,7 @@ def fit(
         model.load(str(weights))
 
     def on_pretrain_routine_start(trainer: Any) -> None:
-        _drop_ultralytics_mlflow(trainer)
+        _drop_ultralytics_callbacks(trainer)
         if trainer.device.type == "cpu":  # ultralytics leaves one core idle on CPU
             torch.set_num_threads(threads)
 

@@ -30,7 +30,7 @@ from dronevision.slicing import box_areas
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("visdrone", "visdrone-vid", "coco", "yolo", "voc", "cvat")
+FORMATS = ("visdrone", "visdrone-vid", "coco", "yolo", "voc", "cvat", "labelstudio")
 SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
 
 
@@ -74,6 +74,10 @@ def read_source(source: Mapping[str, Any], issues: Issues) -> Iterable[SourceIma
         from dronevision.dataset.voc import read_voc
 
         records = read_voc(path, issues=issues, images_dir=images_dir)
+    elif fmt == "labelstudio":
+        from dronevision.dataset.labelstudio import read_label_studio
+
+        records = read_label_studio(path, issues=issues, images_dir=images_dir)
     else:
         from dronevision.dataset.cvat import read_cvat
 

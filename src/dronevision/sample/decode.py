@@ -1,0 +1,180 @@
+"""Decode videos with PyAV (threaded, one frame in memory at a time) and read image-sequence folders as videos."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dronevision.dataset.yolo import IMAGE_SUFFIXES
+from dronevision.errors import DroneVisionError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".avi", ".ts", ".m2ts", ".mts", ".mov", ".webm", ".mpg", ".mpeg"})
+
+
+class VideoError(Exception):
+    """A video that cannot be read: recorded per video with a one-line reason, the other videos go on."""
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded frame; pixels are converted only when asked for."""
+
+    index: int  # frame number in the video, 0-based
+    time: float  # presentation time in seconds
+    source: Any  # an av.VideoFrame or an image path
+
+    def bgr(self) -> np.ndarray:
+        """Full-resolution BGR pixels."""
+        if isinstance(self.source, Path):
+            import cv2
+
+            image = cv2.imread(str(self.source), cv2.IMREAD_COLOR)
+            if image is None:
+                raise VideoError(f"frame {self.source.name} cannot be read as an image")
+            return image
+        return self.source.to_ndarray(format="bgr24")
+
+    def gray(self, width: int) -> np.ndarray:
+        """Grey pixels scaled to ``width`` (aspect kept), for the filters."""
+        if isinstance(self.source, Path):
+            import cv2
+
+            image = cv2.cvtColor(self.bgr(), cv2.COLOR_BGR2GRAY)
+            h, w = image.shape
+            return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+        height = max(2, round(self.source.height * width / self.source.width))
+        return self.source.reformat(width=width, height=height, format="gray").to_ndarray()
+
+
+def find_inputs(spec: str) -> list[Path]:
+    """Videos and image-sequence folders named by a file, a folder or a glob, sorted.
+
+    A folder that holds images is one image sequence; otherwise its videos and its sub-folders of images count.
+    """
+    if any(c in spec for c in "*?["):
+        paths = [Path(p) for p in sorted(glob.glob(spec))]
+        if not paths:
+            raise DroneVisionError(f"input '{spec}' matches no file")
+        return paths
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DroneVisionError(f"input {path} does not exist")
+    if path.is_file():
+        return [path]
+    if _is_sequence(path):
+        return [path]
+    found = [
+        p
+        for p in sorted(path.iterdir())
+        if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or (p.is_dir() and _is_sequence(p))
+    ]
+    if not found:
+        raise DroneVisionError(
+            f"input folder {path} holds no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) and no image sequences"
+        )
+    return found
+
+
+def _is_sequence(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+SKIP_FRAMES = {None: "DEFAULT", "nonref": "NONREF", "bidir": "BIDIR", "nonkey": "NONKEY"}
+
+
+def read_frames(
+    path: Path,
+    *,
+    skip_frames: str | None = None,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    threads: int = 0,
+    image_fps: float = 30.0,
+) -> tuple[dict[str, Any], Iterator[DecodedFrame]]:
+    """Open a video (or image-sequence folder) and return its info and a lazy iterator of frames in the window.
+
+    ``skip_frames`` tells FFmpeg which frames not to decode at all: ``bidir`` (B-frames, which no I/P frame
+    depends on), ``nonref`` (frames nothing refers to) or ``nonkey`` (everything but key frames).
+
+    Raises:
+        VideoError: the file is missing, empty, not a video, or uses a codec FFmpeg cannot decode.
+    """
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        info = {"fps": image_fps, "duration_s": len(files) / image_fps, "frames": len(files), "codec": "images"}
+        return info, _sequence_frames(files, image_fps, start_s, end_s)
+    if not path.is_file():
+        raise VideoError("file does not exist")
+    if path.stat().st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise VideoError(f"not a readable video ({_reason(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError("no video stream")
+    stream = container.streams.video[0]
+    try:
+        decoder = stream.codec_context
+        if decoder is None or decoder.codec is None or not decoder.codec.is_decoder:
+            raise VideoError("unsupported codec")
+    except (av.error.FFmpegError, ValueError) as e:
+        container.close()
+        raise VideoError(f"unsupported codec ({_reason(e)})") from None
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
+    if skip_frames not in SKIP_FRAMES:
+        raise DroneVisionError(f"sampling.skip_frames must be one of {', '.join(map(str, SKIP_FRAMES))}")
+    stream.codec_context.skip_frame = SKIP_FRAMES[skip_frames]
+    fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+    duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+    info = {"fps": fps, "duration_s": duration or None, "frames": stream.frames or None, "codec": decoder.name}
+    return info, _video_frames(container, stream, fps, start_s, end_s, exact_index=skip_frames is None)
+
+
+def _reason(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _sequence_frames(files: list[Path], fps: float, start_s: float, end_s: float | None) -> Iterator[DecodedFrame]:
+    for index, file in enumerate(files):
+        t = index / fps
+        if t + 1e-9 < start_s:
+            continue
+        if end_s is not None and t > end_s:
+            break
+        yield DecodedFrame(index, t, file)
+
+
+def _video_frames(
+    container: Any, stream: Any, fps: float | None, start_s: float, end_s: float | None, *, exact_index: bool
+) -> Iterator[DecodedFrame]:
+    """Frames in the window, timed from the stream's start (MPEG-TS streams start at an offset); the index counts
+    decoded frames, or comes from the timestamp after a seek or when frames are skipped."""
+    import av
+
+    offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    seeked = start_s > 0
+    if seeked:
+        container.seek(int((start_s + offset) / stream.time_base), stream=stream, backward=True)  # key frame before
+    try:
+        for count, frame in enumerate(container.decode(stream)):
+            t = frame.time - offset if frame.time is not None else count / (fps or 30.0)
+            if t + 1e-6 < start_s:
+                continue
+            if end_s is not None and t > end_s:
+                break
+            index = count if (exact_index and not seeked) or not fps else round(t * fps)
+            yield DecodedFrame(index, float(t), frame)
+    except av.error.FFmpegError as e:
+        raise VideoError(f"decoding failed ({_reason(e)})") from None
+    finally:
+        container.close()
