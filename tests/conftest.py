@@ -76,6 +76,33 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     return _compose
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A yolov8n trained for one epoch at imgsz=32 on 4 generated images: no downloads."""
+    from ultralytics import YOLO
+
+    root = tmp_path_factory.mktemp("prelabel-model")
+    data = make_yolo_dataset(root / "ds", n_train=4, n_val=2)
+    data.write_text(data.read_text().replace("path: .", f"path: {data.parent}"))  # not relative to the cwd
+    YOLO("yolov8n.yaml").train(
+        data=str(data),
+        epochs=1,
+        imgsz=32,
+        batch=4,
+        device="cpu",
+        workers=0,
+        plots=False,
+        project=str(root),
+        name="t",
+        exist_ok=True,
+        val=False,
+        verbose=False,
+    )
+    weights = root / "t" / "weights" / "last.pt"
+    assert weights.is_file()
+    return weights
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

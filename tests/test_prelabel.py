@@ -33,8 +33,6 @@ from dronevision.prelabel import (
 )
 from dronevision.schema import Detections
 
-from .conftest import make_yolo_dataset
-
 NAMES = {0: "car", 3: "truck", 5: "excavator"}  # sparse ids: YOLO files renumber them 0..2
 SIZES = {"a.jpg": (64, 48), "flight 2/b+c.jpg": (97, 61), "flight 2/empty.png": (40, 40), "d.jpeg": (33, 70)}
 ROOT = Path("/ls")
@@ -219,33 +217,6 @@ def test_pure_writers_round_trip(case: tuple[tuple[int, int], Detections]) -> No
 
 
 # --- a real (untrained) model ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A yolov8n trained for one epoch at imgsz=32 on 4 generated images: no downloads."""
-    from ultralytics import YOLO
-
-    root = tmp_path_factory.mktemp("prelabel-model")
-    data = make_yolo_dataset(root / "ds", n_train=4, n_val=2)
-    data.write_text(data.read_text().replace("path: .", f"path: {data.parent}"))  # not relative to the cwd
-    YOLO("yolov8n.yaml").train(
-        data=str(data),
-        epochs=1,
-        imgsz=32,
-        batch=4,
-        device="cpu",
-        workers=0,
-        plots=False,
-        project=str(root),
-        name="t",
-        exist_ok=True,
-        val=False,
-        verbose=False,
-    )
-    weights = root / "t" / "weights" / "last.pt"
-    assert weights.is_file()
-    return weights
 
 
 @pytest.mark.slow

@@ -382,31 +382,11 @@ def test_flyover_to_sample_to_labels_to_dataset_to_one_epoch(compose_sample, com
 
 
 @pytest.mark.slow
-def test_prelabel_export_and_import_round_trip(compose_sample, tmp_path: Path) -> None:
+def test_prelabel_export_and_import_round_trip(compose_sample, tiny_weights: Path, tmp_path: Path) -> None:
     """Pre-label kept frames with a real (tiny, untrained) model, export for review, import via the dataset stage."""
-    from ultralytics import YOLO
-
     from dronevision.dataset import build
 
-    from .conftest import make_yolo_dataset
-
-    data = make_yolo_dataset(tmp_path / "tiny")
-    data.write_text(data.read_text().replace("path: .", f"path: {data.parent}"))  # ultralytics alone: absolute
-    YOLO("yolov8n.yaml").train(
-        data=str(data),
-        epochs=1,
-        imgsz=32,
-        batch=4,
-        device="cpu",
-        workers=0,
-        plots=False,
-        project=str(tmp_path),
-        name="m",
-        exist_ok=True,
-        val=False,
-        verbose=False,
-    )
-    weights = tmp_path / "m" / "weights" / "last.pt"
+    weights = tiny_weights
     video = write_video(tmp_path / "v.mp4", [pattern(i // 10) for i in range(30)])
     summary = run(
         compose_sample(

@@ -6,7 +6,6 @@ the image folder and checks that the images exist.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path, PurePosixPath
@@ -14,41 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from dronevision.dataset.records import Issues, SourceImage, safe_join
+from dronevision.dataset.records import BadRecord as _Bad
+from dronevision.dataset.records import Issues, SourceImage, existing_images, load_json, safe_join
+from dronevision.dataset.records import json_number as _number
+from dronevision.dataset.records import short_repr as _short
 from dronevision.errors import DroneVisionError
 
 log = logging.getLogger(__name__)
 
 
-class _Bad(Exception):
-    """One bad record: the issue kind and a one-line message for :meth:`Issues.report`."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr`` of a value read from the file, on one line and cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _is_id(value: Any) -> bool:
     """COCO ids are integers; strings are accepted too (some exporters write them)."""
     return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> float | None:
-    """A finite JSON number as a float, else None (strings, booleans, null, NaN and infinities are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _record_where(where: str, section: str, index: int, item: Any) -> str:
@@ -262,26 +238,8 @@ def read_coco(path: Path, *, issues: Issues, images_dir: Path | None = None) -> 
             under the ``raise`` policy.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DroneVisionError(f"{path}: COCO annotation file does not exist") from None
-    except UnicodeDecodeError:
-        raise DroneVisionError(f"{path}: not UTF-8 text (a COCO JSON file was expected)") from None
-    except OSError as e:
-        raise DroneVisionError(f"{path}: cannot be read ({e.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DroneVisionError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DroneVisionError(f"{path}: not valid JSON (nested too deeply)") from None
+    data = load_json(path, "COCO annotation file")
     root = Path(images_dir) if images_dir is not None else _image_root(path)
-    records = []
-    for record in parse_coco(data, root=root, issues=issues, where=str(path)):
-        if not record.image.is_file():
-            issues.report("missing_image", record.where, f"image file {record.image} does not exist")
-            continue
-        records.append(record)
+    records = existing_images(parse_coco(data, root=root, issues=issues, where=str(path)), issues)
     log.info("%s: %d images, %d boxes (images in %s)", path, len(records), sum(len(r.xyxy) for r in records), root)
     return records

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from dronevision.dataset.records import BadRecord as _Bad
 from dronevision.dataset.records import Issues, SourceImage, safe_join
 from dronevision.dataset.yolo import IMAGE_SUFFIXES
 from dronevision.errors import DroneVisionError
@@ -26,14 +27,6 @@ log = logging.getLogger(__name__)
 XYXY = tuple[float, float, float, float]
 TrackBox = tuple[int, bool, bool, bool, XYXY]  # frame, keyframe, outside, occluded, xyxy
 INT64_MAX = 2**63 - 1
-
-
-class _Bad(Exception):
-    """One bad record: its issue kind and a one-line message (internal; reported through ``Issues``)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind, self.message = kind, message
 
 
 def _attr(node: ET.Element, key: str, what: str) -> str:

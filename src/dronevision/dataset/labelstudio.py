@@ -11,7 +11,6 @@ read task would teach the model that the dropped object is background.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -21,7 +20,10 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 import numpy as np
 
-from dronevision.dataset.records import Issues, SourceImage, safe_join
+from dronevision.dataset.records import BadRecord as _Bad
+from dronevision.dataset.records import Issues, SourceImage, existing_images, load_json, safe_join
+from dronevision.dataset.records import json_number as _number
+from dronevision.dataset.records import short_repr as _short
 from dronevision.errors import DroneVisionError
 
 log = logging.getLogger(__name__)
@@ -30,32 +32,6 @@ LOCAL_FILES_PREFIX = "/data/local-files/?d="
 UPLOAD_PREFIX = "/data/upload/"
 
 XYXY = tuple[float, float, float, float]
-
-
-class _Bad(Exception):
-    """One bad task: the issue kind and a one-line message for :meth:`Issues.report`."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr`` of a value read from the file, on one line and cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _number(value: Any) -> float | None:
-    """A finite JSON number as a float, else None (strings, booleans, null, NaN and infinities are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _task_where(where: str, index: int, task: Any) -> str:
@@ -306,30 +282,9 @@ def read_label_studio(
             ``raise`` policy.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DroneVisionError(f"{path}: Label Studio export does not exist") from None
-    except UnicodeDecodeError:
-        raise DroneVisionError(f"{path}: not UTF-8 text (a Label Studio JSON export was expected)") from None
-    except OSError as e:
-        raise DroneVisionError(f"{path}: cannot be read ({e.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DroneVisionError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except RecursionError:
-        raise DroneVisionError(f"{path}: not valid JSON (nested too deeply)") from None
+    data = load_json(path, "Label Studio export")
     root = Path(images_dir) if images_dir is not None else path.parent
-    records = []
-    for record in parse_label_studio(data, root=root, issues=issues, where=str(path), url_prefix=url_prefix):
-        try:
-            exists = record.image.is_file()
-        except (OSError, ValueError):  # a name the file system cannot hold
-            exists = False
-        if not exists:
-            issues.report("missing_image", record.where, f"image file {record.image} does not exist")
-            continue
-        records.append(record)
+    parsed = parse_label_studio(data, root=root, issues=issues, where=str(path), url_prefix=url_prefix)
+    records = existing_images(parsed, issues)
     log.info("%s: %d images, %d boxes (images in %s)", path, len(records), sum(len(r.xyxy) for r in records), root)
     return records

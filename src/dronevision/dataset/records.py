@@ -107,6 +107,78 @@ class Issues:
         self.counts[kind] += 1
 
 
+class BadRecord(Exception):
+    """One bad record inside a reader: its issue kind and a one-line message, reported through :class:`Issues`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr`` of a value read from a file, on one line and cut to ``limit`` characters.
+
+    Examples:
+        >>> short_repr("a" * 100, limit=10)
+        "'aaaaaa..."
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_number(value: object) -> float | None:
+    """A finite JSON number as a float, else None (strings, booleans, null, NaN and infinities are not numbers).
+
+    Examples:
+        >>> json_number(3), json_number("3"), json_number(True), json_number(float("nan"))
+        (3.0, None, None, None)
+    """
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def load_json(path: Path, what: str) -> object:
+    """Read a JSON file; anything unreadable is a :class:`DroneVisionError` naming the file (and line)."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DroneVisionError(f"{path}: {what} does not exist") from None
+    except UnicodeDecodeError:
+        raise DroneVisionError(f"{path}: not UTF-8 text (a {what} was expected)") from None
+    except OSError as e:
+        raise DroneVisionError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DroneVisionError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise DroneVisionError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def existing_images(records: list[SourceImage], issues: Issues) -> list[SourceImage]:
+    """The records whose image file exists; the others are reported as ``missing_image``."""
+    kept = []
+    for record in records:
+        try:
+            exists = record.image.is_file()
+        except (OSError, ValueError):  # a name the file system cannot hold
+            exists = False
+        if not exists:
+            issues.report("missing_image", record.where, f"image file {record.image} does not exist")
+            continue
+        kept.append(record)
+    return kept
+
+
 def safe_join(root: Path, name: str, *, issues: Issues, where: str) -> Path | None:
     """``root / name`` for a file name read from an annotation, refusing absolute paths and ``..``.
 

@@ -13,28 +13,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from dronevision.dataset.records import BadRecord as _Bad
 from dronevision.dataset.records import Issues, SourceImage, safe_join
+from dronevision.dataset.records import short_repr as _short
 from dronevision.dataset.yolo import IMAGE_SUFFIXES
 from dronevision.errors import DroneVisionError
 
 log = logging.getLogger(__name__)
 
 BNDBOX = ("xmin", "ymin", "xmax", "ymax")
-
-
-class _Bad(Exception):
-    """One bad record: the issue kind and a one-line message for :meth:`Issues.report`."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def _short(value: str, limit: int = 40) -> str:
-    """``repr`` of a text read from the file, on one line and cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _text(parent: ET.Element, tag: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,20 @@ def _annotation_for(labels_path: Path, video_id: str, n_videos: int) -> Path | N
     return None
 
 
+def _annotated(
+    results: Sequence[dict[str, Any]], labels_path: Path, missing: list[str]
+) -> Iterator[tuple[dict[str, Any], Path]]:
+    """The sampled videos with their annotation file; videos without one are appended to ``missing``."""
+    for result in results:
+        if result["error"]:
+            continue
+        annotation = _annotation_for(labels_path, result["video_id"], len(results))
+        if annotation is None:
+            missing.append(result["video_id"])
+            continue
+        yield result, annotation
+
+
 def kept_frames(result: Mapping[str, Any], out_dir: Path) -> list[tuple[int, Path]]:
     """(frame index, file) of each kept frame of a video."""
     return [(r["frame_index"], out_dir / r["file"]) for r in result["records"] if r["kept"]]
@@ -67,13 +81,7 @@ def join_visdrone_vid(out_dir: Path, results: Sequence[dict[str, Any]], labels_p
     """Write ``labelled/`` as a VisDrone-VID folder of the kept frames (frame n is the n-th decoded frame)."""
     root = out_dir / "labelled"
     joined, missing = 0, []
-    for result in results:
-        if result["error"]:
-            continue
-        annotation = _annotation_for(labels_path, result["video_id"], len(results))
-        if annotation is None:
-            missing.append(result["video_id"])
-            continue
+    for result, annotation in _annotated(results, labels_path, missing):
         frames = kept_frames(result, out_dir)
         numbers = {index + 1 for index, _ in frames}
         for index, file in frames:
@@ -99,13 +107,7 @@ def join_cvat_video(out_dir: Path, results: Sequence[dict[str, Any]], labels_pat
     root = out_dir / "labelled"
     items, names, missing = [], {}, []
     issues = Issues("skip")  # an annotation longer than its video, say: counted, not fatal
-    for result in results:
-        if result["error"]:
-            continue
-        annotation = _annotation_for(labels_path, result["video_id"], len(results))
-        if annotation is None:
-            missing.append(result["video_id"])
-            continue
+    for result, annotation in _annotated(results, labels_path, missing):
         frames = dict(kept_frames(result, out_dir))
         n = max([*frames, round((result.get("duration_s") or 0) * (result.get("fps") or 0))]) + 1
         paths = [frames.get(i, Path(f"/not-kept/{i}")) for i in range(n)]
