@@ -5,9 +5,7 @@ Run ``python -m dronevision.dataset source.format=visdrone source.path=<dir> out
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -25,13 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, write_summary
 from dronevision.dataset.plan import SPLITS, Item, Taxonomy, assign_splits, group_of, plan_items, to_yolo_lines
 from dronevision.dataset.records import Issues, SourceImage
+from dronevision.dataset.writer import DatasetWriter, sha256_file
 from dronevision.errors import DroneVisionError
-from dronevision.slicing import box_areas
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("visdrone", "visdrone-vid", "coco", "yolo", "voc", "cvat", "labelstudio")
-SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
 
 
 # --- I/O adapters ----------------------------------------------------------------------------------------------
@@ -108,14 +105,6 @@ def check_image(path: Path) -> tuple[int, int] | None:
     return wh
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_item(item: Item, root: Path) -> dict[str, str]:
     """Write one output image (linked, or decoded, masked/cropped and encoded) and its label file; their hashes."""
     target, label = root / item.file, root / item.label_file
@@ -142,47 +131,7 @@ def write_item(item: Item, root: Path) -> dict[str, str]:
         if not cv2.imwrite(str(target), crop, params):
             raise DroneVisionError(f"{target}: could not be written")
     label.write_text(to_yolo_lines(item.class_ids, item.xyxy, item.resolution_wh))
-    return {item.file: _sha256(target), item.label_file: _sha256(label)}
-
-
-def _write_json_with_lists(path: Path, head: Mapping[str, Any], lists: Mapping[str, Path]) -> None:
-    """Write ``{**head, key: [records...]}`` where each list is streamed from a JSON-lines file (bounded memory)."""
-    with path.open("w") as out:
-        out.write(json.dumps(dict(head), sort_keys=True)[:-1])
-        for i, (key, lines) in enumerate(lists.items()):
-            out.write(f'{", " if head or i else ""}"{key}": [')
-            with lines.open() as f:
-                for j, line in enumerate(f):
-                    out.write(("," if j else "") + "\n" + line.rstrip("\n"))
-            out.write("\n]")
-        out.write("}\n")
-
-
-def draw_samples(root: Path, files: Sequence[str], out: Path, *, cell: int = 256) -> None:
-    """A grid of up to 16 output images with their boxes drawn, as PNG."""
-    import cv2
-
-    cells = []
-    for file in files[:16]:
-        image = cv2.imread(str(root / file))
-        label = root / ("labels" + file.removeprefix("images").rsplit(".", 1)[0] + ".txt")
-        h, w = image.shape[:2]
-        for line in label.read_text().splitlines():
-            cls, cx, cy, bw, bh = (float(v) for v in line.split())
-            p1 = (int((cx - bw / 2) * w), int((cy - bh / 2) * h))
-            p2 = (int((cx + bw / 2) * w), int((cy + bh / 2) * h))
-            cv2.rectangle(image, p1, p2, (0, 255, 0), max(1, w // 400))
-        scale = cell / max(h, w)
-        resized = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))))
-        canvas = np.zeros((cell, cell, 3), np.uint8)
-        canvas[: resized.shape[0], : resized.shape[1]] = resized
-        cells.append(canvas)
-    if not cells:
-        return
-    cols = min(4, len(cells))
-    cells += [np.zeros_like(cells[0])] * (-len(cells) % cols)
-    rows = [np.concatenate(cells[i : i + cols], axis=1) for i in range(0, len(cells), cols)]
-    cv2.imwrite(str(out), np.concatenate(rows, axis=0))
+    return {item.file: sha256_file(target), item.label_file: sha256_file(label)}
 
 
 def _sources(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -300,7 +249,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        writer = _DatasetWriter(tmp, taxonomy)
+        writer = DatasetWriter(tmp, taxonomy)
         for item, hashes in _written(items, tmp, int(cfg.workers or os.cpu_count() or 1), total=len(index.kept)):
             writer.add(item, hashes, group=index.kept[item.record.name][2])
         summary = writer.finish(cfg, sources, issues)
@@ -330,129 +279,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"  dataset  {out_dir}  (train with: python -m dronevision.train dataset.path={out_dir})"
     )
     return summary
-
-
-class _DatasetWriter:
-    """Streams manifest entries and COCO records to staging files; aggregates the counts."""
-
-    def __init__(self, root: Path, taxonomy: Taxonomy) -> None:
-        self.root, self.taxonomy = root, taxonomy
-        self.staging = root / ".staging"
-        self.staging.mkdir()
-        self.entries = (self.staging / "entries.jsonl").open("w")
-        self.coco = {
-            s: ((self.staging / f"{s}.images.jsonl").open("w"), (self.staging / f"{s}.annotations.jsonl").open("w"))
-            for s in SPLITS
-        }
-        self.n_images, self.n_boxes, self.n_ignored = Counter(), Counter(), 0
-        self.class_counts = {s: Counter() for s in SPLITS}
-        self.sizes = {s: Counter() for s in SPLITS}
-        self.groups: dict[str, set[str]] = {s: set() for s in SPLITS}
-        self.samples: list[str] = []
-
-    def add(self, item: Item, hashes: Mapping[str, str], *, group: str) -> None:
-        split, record = item.split, item.record
-        image_id = self.n_images[split]
-        self.n_images[split] += 1
-        self.groups[split].add(group)
-        areas = box_areas(item.xyxy)
-        self.sizes[split].update(np.where(areas < SMALL, "small", np.where(areas < MEDIUM, "medium", "large")).tolist())
-        self.class_counts[split].update(self.taxonomy.classes[c] for c in item.class_ids)
-        self.n_ignored += len(item.ignore_xyxy)
-        if len(self.samples) < 16 and split == "train":
-            self.samples.append(item.file)
-        w, h = item.resolution_wh
-        boxes = np.round(item.xyxy, 2).tolist()
-        entry = {
-            "file": item.file,
-            "split": split,
-            "source_image": str(record.image),
-            "group": group,
-            "window": list(item.window_xyxy),
-            "size": [w, h],
-            "sha256": hashes,
-            "boxes": [[c, *b] for c, b in zip(item.class_ids, boxes)],
-            "attrs": {k: np.asarray(v)[item.keep].tolist() for k, v in sorted(record.attrs.items())},
-            "ignored": np.round(item.ignore_xyxy, 2).tolist(),
-        }
-        self.entries.write(json.dumps(entry, sort_keys=True) + "\n")
-        images_f, anns_f = self.coco[split]
-        images_f.write(json.dumps({"id": image_id, "file_name": item.file, "width": w, "height": h}) + "\n")
-        for c, (x1, y1, x2, y2) in zip(item.class_ids, boxes):
-            self.n_boxes[split] += 1
-            ann = {
-                "id": self.n_boxes[split],
-                "image_id": image_id,
-                "category_id": c + 1,
-                "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
-                "area": round((x2 - x1) * (y2 - y1), 2),
-                "iscrowd": 0,
-            }
-            anns_f.write(json.dumps(ann) + "\n")
-
-    def finish(self, cfg: DictConfig, sources: Sequence[Mapping[str, Any]], issues: Issues) -> dict[str, Any]:
-        """Write data.yaml, the COCO JSONs, manifest.json and samples.png; returns the summary's counts."""
-        import yaml
-
-        self.entries.close()
-        for f1, f2 in self.coco.values():
-            f1.close(), f2.close()
-        root, present = self.root, [s for s in SPLITS if self.n_images[s]]
-        files = {}
-        (root / "annotations").mkdir()
-        categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.taxonomy.classes)]
-        for split in present:
-            path = root / "annotations" / f"instances_{split}.json"
-            _write_json_with_lists(
-                path,
-                {"categories": categories},
-                {
-                    "images": self.staging / f"{split}.images.jsonl",
-                    "annotations": self.staging / f"{split}.annotations.jsonl",
-                },
-            )
-            files[f"annotations/instances_{split}.json"] = _sha256(path)
-        data_yaml = {
-            "path": ".",
-            **{s: f"images/{s}" for s in present},
-            "names": dict(enumerate(self.taxonomy.classes)),
-        }
-        (root / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-        files["data.yaml"] = _sha256(root / "data.yaml")
-        for a, b in itertools.combinations(present, 2):  # assign_splits guarantees this; the manifest proves it
-            if self.groups[a] & self.groups[b]:
-                raise RuntimeError(f"groups in both {a} and {b}: {sorted(self.groups[a] & self.groups[b])[:5]}")
-        head = {
-            "version": 1,
-            "classes": list(self.taxonomy.classes),
-            "taxonomy": self.taxonomy.name,
-            "sources": [{k: v for k, v in sorted(s.items()) if v is not None} for s in sources],
-            "split": OmegaConf.to_container(cfg.split, resolve=True),
-            "tiling": OmegaConf.to_container(cfg.tiling, resolve=True),
-            "images": {s: self.n_images[s] for s in present},
-            "groups": {s: sorted(self.groups[s]) for s in present},
-            "class_counts": {s: dict(sorted(self.class_counts[s].items())) for s in present},
-            "box_sizes": {s: {k: self.sizes[s][k] for k in ("small", "medium", "large")} for s in present},
-            "ignored_regions": self.n_ignored,
-            "dropped": dict(sorted(issues.dropped.items())),
-            "clipped": dict(sorted(issues.clipped.items())),
-            "skipped": dict(sorted(issues.counts.items())),
-            "files": files,  # the per-image files' hashes are in each entry
-        }
-        _write_json_with_lists(root / "manifest.json", head, {"entries": self.staging / "entries.jsonl"})
-        shutil.rmtree(self.staging)
-        draw_samples(root, self.samples, root / "samples.png")
-        (root / "build_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        return {
-            "classes": list(self.taxonomy.classes),
-            "images": head["images"],
-            "boxes": {s: self.class_counts[s].total() for s in present},
-            "class_counts": head["class_counts"],
-            "dropped": head["dropped"],
-            "clipped": head["clipped"],
-            "skipped": head["skipped"],
-            "manifest_sha256": _sha256(root / "manifest.json"),
-        }
 
 
 main = hydra_main("dataset_build", run)
