@@ -543,3 +543,9 @@ def test_cvat_video_source_interpolates_and_builds(compose_build, tmp_path: Path
     middle = next(e for e in manifest["entries"] if e["file"].endswith("_000002.jpg"))
     assert middle["boxes"] == [[0, 20.0, 10.0, 30.0, 20.0]]  # halfway between the two keyframes
     assert middle["attrs"]["target_id"] == [3] and middle["group"] == "flight7"
+
+
+def test_one_group_means_no_val_split_and_says_so(compose_build, caplog: pytest.LogCaptureFixture) -> None:
+    summary = build.run(compose_build(f"source.path={VISDRONE_MINI}"))  # the 3 frames come from one video
+    assert summary["images"] == {"train": 3}
+    assert any("val split is empty" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

@@ -175,7 +175,7 @@ def test_near_duplicates_across_videos_are_dropped_in_input_order(compose_sample
     folder = tmp_path / "videos"
     folder.mkdir()
     write_video(folder / "a.mp4", [pattern(0)] * 10 + [pattern(1)] * 10)
-    write_video(folder / "b.mp4", [pattern(1)] * 10 + [pattern(2)] * 10)  # b's first second repeats a's second
+    write_video(folder / "b.avi", [pattern(1)] * 10 + [pattern(2)] * 10, codec="mpeg4")  # repeats a's 2nd second
     summary = run(compose_sample(f"input={folder}", "workers=2"))
     reasons = {(r["video"], r["pts_s"]): r["reason"] for r in _records(tmp_path / "out")}
     assert reasons == {("a", 0.0): None, ("a", 1.0): None, ("b", 0.0): "duplicate_across_videos", ("b", 1.0): None}

@@ -243,6 +243,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     split_of = assign_splits(
         free, val_fraction=cfg.split.val_fraction, test_fraction=cfg.split.test_fraction, seed=cfg.split.seed
     )
+    if cfg.split.val_fraction > 0 and "val" not in split_of.values():
+        log.warning(
+            "all %d images are in one split group (%s): the val split is empty; group differently "
+            "(split.group_pattern) or add footage",
+            len(index.kept),
+            next(iter(free), "-"),
+        )
     taxonomy = Taxonomy.from_config(OmegaConf.to_container(cfg.taxonomy, resolve=True), index.labels)
     plan_cfg = {"filter": cfg.get("filter"), "tiling": cfg.tiling, "mask_ignored": cfg.mask_ignored}
     items = _planned(sources, index, split_of, taxonomy, plan_cfg, issues)
