@@ -19,7 +19,7 @@ install: $(STAMP)
 
 DEMO   ?= runs/demo
 ## demo: flyover videos -> sample -> labels -> dataset -> 1 epoch; then the bundled aerial-cars -> dataset ->
-##       train yolov8n -> evaluate -> ONNX. Prints where the MLflow run, weights and ONNX model are.
+##       train yolov8n -> evaluate -> export FP32/FP16/INT8 -> benchmark against the footage target.
 demo: $(STAMP)
 	rm -rf $(DEMO)/flights $(DEMO)/sample
 	$(PY) -m dronevision.synth out_dir=$(DEMO)/flights name=flightA seed=1 n_frames=300 fps=10
@@ -33,6 +33,11 @@ demo: $(STAMP)
 	$(PY) -m dronevision.dataset source.format=yolo source.path=data/samples/aerial-cars split=roboflow_flights \
 		out_dir=$(DEMO)/dataset overwrite=true
 	$(PY) -m dronevision.train experiment=vehicles_v1 dataset.path=$(DEMO)/dataset out_dir=$(DEMO)/train
+	rm -rf $(DEMO)/export $(DEMO)/benchmark
+	$(PY) -m dronevision.export weights=$(DEMO)/train/train/weights/best.pt out_dir=$(DEMO)/export \
+		export.dynamic=true export.half=true export.int8=true export.calibration=$(DEMO)/dataset
+	$(PY) -m dronevision.benchmark model=$(DEMO)/export/model_fp32.onnx out_dir=$(DEMO)/benchmark \
+		images=$(DEMO)/dataset
 
 ## test: the whole suite, fast and slow tests (GPU tests skip themselves without a GPU)
 test: $(STAMP)

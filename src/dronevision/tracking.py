@@ -99,6 +99,33 @@ class MlflowRun:
         self.error: str | None = None
         self._client: Any = None
 
+    @classmethod
+    def attach(cls, tracking_uri: str, run_id: str) -> MlflowRun:
+        """An existing run (e.g. the training's) that a later stage adds metrics and artifacts to.
+
+        Never creates a store, an experiment or a run; on failure, warns once and carries on without tracking.
+        The run's status is left as it is: call :meth:`end` only on runs you started.
+        """
+        tracker = cls(tracking_uri, experiment="")
+        try:
+            from mlflow.tracking import MlflowClient
+
+            if urlparse(tracking_uri).scheme == "sqlite":
+                db = Path(tracking_uri.removeprefix("sqlite:///"))
+                if not db.is_file():  # MlflowClient would create an empty store there
+                    raise FileNotFoundError(f"no MLflow store at {db}")
+            with _fail_fast():
+                client = MlflowClient(tracking_uri=tracking_uri)
+                run = client.get_run(run_id)
+                experiment = client.get_experiment(run.info.experiment_id)
+        except Exception as e:  # any failure to reach the store or find the run
+            tracker._fail("attach", e)
+            return tracker
+        tracker._client, tracker.run_id, tracker.experiment = client, run_id, experiment.name
+        tracker.run_name = run.info.run_name
+        log.info("MLflow: adding to run %s in experiment '%s' at %s", run_id, experiment.name, tracking_uri)
+        return tracker
+
     @property
     def active(self) -> bool:
         """Whether calls still reach the store."""

@@ -1,0 +1,185 @@
+"""The ``python -m dronevision.benchmark`` command: checks, measuring, report, MLflow, summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dronevision.benchmark.core import MODES, capacity, measured_entries, pick_best, summarise_runtimes
+from dronevision.benchmark.measure import find_mlflow_run, host_facts, load_frames, make_plan, measure_grid
+from dronevision.benchmark.report import plot_fps, report_markdown
+from dronevision.cli import hydra_main, resolve_out_dir, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Benchmark ``cfg.model`` over ``cfg.runtime`` × ``cfg.batch``; returns summary.json's content."""
+    started = time.perf_counter()
+    plan = make_plan(cfg)  # everything the user gave is checked before anything is written
+    frames, images = load_frames(cfg)
+    run_id, tracking_uri, run_source = find_mlflow_run(cfg, plan.info)
+    objects, objects_source = plan.target["objects_per_frame"], "target.objects_per_frame"
+    if objects is None and images.get("objects_per_frame") is not None:
+        objects, objects_source = images["objects_per_frame"], f"mean boxes per image of {images['source']}"
+    target = {**plan.target, "objects_per_frame": objects, "objects_per_frame_source": objects_source}
+
+    entries = measure_grid(plan, frames, cfg)
+    keys = ("footage_hours_per_week", "sample_fps", "tiles_per_frame", "hours_per_week_per_machine")
+    for _, _, res in measured_entries(entries):
+        res["capacity"] = capacity(
+            res["e2e"]["fps"],
+            **{k: target[k] for k in keys},
+            objects_per_frame=objects,
+            target_sightings_per_week=target["target_sightings_per_week"],
+        )
+    best = pick_best(entries)
+    info = plan.info
+    result = {
+        "model": str(info.path),
+        "input": {
+            "name": info.input_name,
+            "shape": list(info.input_shape),
+            "dtype": info.input_dtype,
+            "imgsz": list(info.imgsz),
+            "stride": info.stride,
+            "classes": len(info.names),
+        },
+        "threads": plan.threads,
+        "host": host_facts(),
+        "timing": {k: cfg[k] for k in ("warmup", "min_time_s", "min_iters", "max_iters")}
+        | {"sigma_clip": {"sigma": 2.0, "max_iters": 3}, "latency": "per call of one batch; frames/s = batch / p50"},
+        "images": images,
+        "nms": OmegaConf.to_container(cfg.nms),
+        "target": target,
+        "runtimes": entries,
+        "best": best,
+    }
+    out_dir = resolve_out_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "benchmark.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out_dir / "report.md").write_text(report_markdown(result))
+    plot_fps(result, out_dir / "fps.png")
+
+    best_capacity = None
+    if best is not None:
+        best_capacity = {"runtime": best["runtime"], "batch": best["batch"]}
+        best_capacity |= entries[best["runtime"]]["batches"][str(best["batch"])]["capacity"]
+    summary: dict[str, Any] = {
+        "model": str(info.path),
+        "input_shape": list(info.input_shape),
+        "threads": plan.threads,
+        "runtimes": summarise_runtimes(entries),
+        "best": best,
+        "capacity": best_capacity,
+        "target": target,
+        "run_id": run_id,
+        "tracking_uri": tracking_uri,
+        "out_dir": str(out_dir),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _track(summary, entries, out_dir, run_source)
+    _print_summary(summary, entries)
+    return summary
+
+
+def _track(summary: dict[str, Any], entries: Mapping[str, Any], out_dir: Path, run_source: str | None) -> None:
+    """Write summary.json and add the numbers and files to the model's MLflow run, when there is one."""
+    from dronevision.tracking import MlflowRun
+
+    if summary["run_id"] is None:
+        summary["mlflow"] = {"ok": False, "error": "no MLflow run: none given (mlflow.run_id) or found for the model"}
+        write_summary(out_dir, summary)
+        return
+    tracker = MlflowRun.attach(summary["tracking_uri"], summary["run_id"])
+    metrics: dict[str, float] = {}
+    for name, entry in entries.items():
+        for batch, res in entry.get("batches", {}).items():
+            if "skipped" in res:
+                continue
+            for mode in MODES:
+                metrics[f"benchmark/{name}/b{batch}/{mode}_p50_ms"] = res[mode]["p50_ms"]
+                metrics[f"benchmark/{name}/b{batch}/{mode}_p90_ms"] = res[mode]["p90_ms"]
+                metrics[f"benchmark/{name}/b{batch}/{mode}_fps"] = res[mode]["fps"]
+            metrics[f"benchmark/{name}/b{batch}/machines_needed"] = res["capacity"]["machines_needed"]
+    tracker.log_metrics(metrics)
+    best = summary["best"]
+    tracker.set_tags(
+        {
+            "benchmark.best": f"{best['runtime']} batch {best['batch']}" if best else "none",
+            "benchmark.threads": summary["threads"],
+            "benchmark.passes": summary["capacity"]["passes"] if summary["capacity"] else "none",
+        }
+    )
+    folder = f"benchmark/{out_dir.name}"
+    for name in ("benchmark.json", "report.md", "fps.png"):
+        tracker.log_artifact(out_dir / name, folder)
+    summary["mlflow"] = {"ok": tracker.active, "error": tracker.error, "found_in": run_source}
+    tracker.log_artifact(write_summary(out_dir, summary), folder)
+    if summary["mlflow"]["ok"] != tracker.active:  # the last upload failed
+        summary["mlflow"] |= {"ok": tracker.active, "error": tracker.error}
+        write_summary(out_dir, summary)
+
+
+def _print_summary(summary: Mapping[str, Any], entries: Mapping[str, Any]) -> None:
+    lines = [f"dronevision benchmark: done in {summary['seconds']:.0f} s ({summary['threads']} threads)"]
+    for name, entry in entries.items():
+        if "skipped" in entry:
+            lines.append(f"  {name:<9} skipped: {entry['skipped']}")
+            continue
+        for batch, r in entry["batches"].items():
+            if "skipped" in r:
+                lines.append(f"  {name:<9} batch {batch:<3} skipped: {r['skipped']}")
+                continue
+            m = r["model_only"]
+            lines.append(
+                f"  {name:<9} batch {batch:<3} {r['provider']} {r['precision']}: model {m['p50_ms']:.1f} ms"
+                f" ({m['fps']:.1f} frames/s), end to end {r['e2e']['p50_ms']:.1f} ms"
+                f" ({r['e2e']['fps']:.1f} frames/s), {r['capacity']['machines_needed']} machine(s) for the target"
+            )
+    cap = summary["capacity"]
+    if cap:
+        verdict = "passes" if cap["passes"] else "fails"
+        lines.append(
+            f"  target   {summary['target']['footage_hours_per_week']} footage h/week: best {cap['runtime']} batch"
+            f" {cap['batch']} carries {cap['footage_hours_per_week_per_machine']:.0f} h/week per machine,"
+            f" {cap['machines_needed']} machine(s) needed; {verdict} (one machine)"
+        )
+    lines.append(f"  report   {Path(summary['out_dir']) / 'report.md'}")
+    if summary["mlflow"]["ok"]:
+        lines.append(f"  mlflow   added to run {summary['run_id']} at {summary['tracking_uri']}")
+    else:
+        lines.append(f"  mlflow   not logged: {summary['mlflow']['error']}")
+    print("\n".join(lines))
+
+
+def model_overrides(overrides: Sequence[str]) -> list[str]:
+    """``model=<file>`` on the command line sets ``onnx`` (a ``model`` key would clash with the config group).
+
+    Examples:
+        >>> model_overrides(["model=best.onnx", "batch=[1]", "+model=x.onnx"])
+        ['onnx=best.onnx', 'batch=[1]', '+onnx=x.onnx']
+    """
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") == "model":
+            override = f"{key[: len(key) - len(key.lstrip('+'))]}onnx={value}"
+        out.append(override)
+    return out
+
+
+_hydra_main = hydra_main("benchmark", run)
+
+
+def main() -> None:
+    """``python -m dronevision.benchmark model=<file.onnx> out_dir=<dir> [key=value ...]``."""
+    sys.argv[1:] = model_overrides(sys.argv[1:])
+    _hydra_main()

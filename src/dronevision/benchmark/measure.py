@@ -1,0 +1,338 @@
+"""Timing sessions: frames, preprocessing, model-only and end-to-end steps, the runtime x batch grid."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from dronevision.benchmark.core import (
+    as_list,
+    check_target,
+    latency_stats,
+    measured_entries,
+    mlflow_ref_from_metadata,
+    mlflow_ref_from_summary,
+)
+from dronevision.errors import DroneVisionError
+from dronevision.runtime import ModelInfo, RuntimeUnavailable, Session, available, check_runtime, open_session
+
+log = logging.getLogger(__name__)
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int, min_time_s: float, min_iters: int, max_iters: int) -> np.ndarray:
+    """Call ``fn`` ``warmup`` times, then time calls until ``min_time_s`` has passed and ``min_iters`` calls were
+    made, or ``max_iters`` calls; returns the seconds of each timed call."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < min_time_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times)
+
+
+def random_frames(n: int, *, frame_wh: tuple[int, int], seed: int = 0) -> list[bytes]:
+    """``n`` JPEG frames of smooth random colour with noise: decoding costs about what a real frame costs."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    w, h = frame_wh
+    frames = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (max(h // 32, 2), max(w // 32, 2), 3), dtype=np.uint8)
+        image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        image = np.clip(image.astype(np.int16) + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        frames.append(buf.tobytes())
+    return frames
+
+
+def load_frames(cfg: DictConfig) -> tuple[list[bytes], dict[str, Any]]:
+    """Encoded frames for the end-to-end timing, and where they came from (with objects per frame when labelled)."""
+    import cv2
+
+    from dronevision.dataset.yolo import IMAGE_SUFFIXES, label_path, load_yolo_dataset, parse_label_lines
+
+    limit = int(cfg.max_images)
+    if cfg.images is None:
+        wh = (int(cfg.frame_wh[0]), int(cfg.frame_wh[1]))
+        return random_frames(min(limit, 8), frame_wh=wh), {"kind": "random", "source": None, "frame_wh": list(wh)}
+    path = Path(cfg.images).expanduser().resolve()
+    if not path.exists():
+        raise DroneVisionError(f"images {path} does not exist")
+    is_dataset = path.suffix in (".yaml", ".yml") or any((path / n).is_file() for n in ("data.yaml", "dataset.yaml"))
+    n_classes = None
+    if is_dataset:
+        dataset = load_yolo_dataset(path)
+        images, n_classes, kind = list(dataset.splits["val"]), len(dataset.names), "dataset val split"
+    else:
+        images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        kind = "image folder"
+        if not images:
+            raise DroneVisionError(f"images {path}: no image files in this folder")
+    labels = [label_path(p) for p in images]
+    counts = [
+        len(parse_label_lines(lab.read_text().splitlines(), n_classes=n_classes or 10**9, source=lab))
+        if lab.is_file()
+        else 0
+        for lab in labels
+    ]
+    labelled = is_dataset or any(lab.is_file() for lab in labels)
+    picked = [images[int(i)] for i in np.linspace(0, len(images) - 1, min(limit, len(images)))]
+    frames, sizes = [], []
+    for image in dict.fromkeys(picked):
+        data = image.read_bytes()
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise DroneVisionError(f"{image}: cannot be decoded as an image")
+        frames.append(data)
+        sizes.append(decoded.shape[1::-1])
+    info = {
+        "kind": kind,
+        "source": str(path),
+        "images": len(images),
+        "timed_images": len(frames),
+        "mean_wh": [round(float(v), 1) for v in np.mean(sizes, axis=0)],
+        "objects_per_frame": round(float(np.mean(counts)), 4) if labelled else None,
+    }
+    return frames, info
+
+
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Give OpenCV and torch (letterbox, NMS) the same thread count as the runtime, restored afterwards."""
+    import cv2
+    import torch
+
+    saved = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(threads)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(saved[0])
+        torch.set_num_threads(saved[1])
+
+
+def make_e2e_step(
+    session: Session, frames: Sequence[bytes], *, imgsz: int, nms: Mapping[str, Any], end2end: bool
+) -> Callable[[], list[Any]]:
+    """One end-to-end call: decode ``batch`` JPEGs, letterbox, run, NMS on the raw output (ultralytics')."""
+    import cv2
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    from dronevision.export import letterbox
+
+    batch, dtype = session.input_shape[0], session.input_dtype
+    cycle = itertools.cycle(frames)
+
+    def step() -> list[Any]:
+        images = [cv2.imdecode(np.frombuffer(next(cycle), np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
+        x = np.concatenate([letterbox(im, imgsz=imgsz) for im in images]).astype(dtype, copy=False)
+        y = torch.from_numpy(session.run(x).astype(np.float32, copy=False))
+        return non_max_suppression(
+            y, conf_thres=nms["conf"], iou_thres=nms["iou"], max_det=nms["max_det"], end2end=end2end
+        )
+
+    return step
+
+
+def model_tensor(frames: Sequence[bytes], *, batch: int, imgsz: int, dtype: np.dtype) -> np.ndarray:
+    """The fixed preprocessed input of the model-only timing: the first ``batch`` frames (cycled), letterboxed."""
+    import cv2
+
+    from dronevision.export import letterbox
+
+    images = [cv2.imdecode(np.frombuffer(frames[i % len(frames)], np.uint8), cv2.IMREAD_COLOR) for i in range(batch)]
+    return np.concatenate([letterbox(im, imgsz=imgsz) for im in images]).astype(dtype)
+
+
+def measure(
+    info: ModelInfo, runtime: str, batch: int, frames: Sequence[bytes], cfg: DictConfig, *, threads: int
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Time one runtime at one batch; returns its entry (or ``{"skipped": reason}``) and its output for frame 0."""
+    timing = {k: int(cfg[k]) for k in ("warmup", "min_iters", "max_iters")} | {"min_time_s": float(cfg.min_time_s)}
+    try:
+        session = open_session(
+            info.path, runtime, threads=threads, batch=batch, info=info, precision=cfg.openvino_precision
+        )
+    except RuntimeUnavailable as e:
+        log.info("%s batch %d skipped: %s", runtime, batch, e)
+        return {"skipped": str(e)}, None
+    imgsz = info.imgsz[0]
+    try:
+        x = model_tensor(frames, batch=batch, imgsz=imgsz, dtype=session.input_dtype)
+        first = session.run(x)
+        model_s = time_calls(lambda: session.run(x), **timing)
+        step = make_e2e_step(session, frames, imgsz=imgsz, nms=cfg.nms, end2end=info.end2end)
+        e2e_s = time_calls(step, **timing)
+    except Exception as e:  # e.g. out of GPU memory at a large batch: keep the rest of the grid
+        log.warning("%s batch %d failed; the other runs go on", runtime, batch, exc_info=True)
+        first_line = (str(e).strip().splitlines() or [""])[0][:300]
+        return {"skipped": f"failed while running: {type(e).__name__}: {first_line}"}, None
+    if not np.isfinite(first).all():
+        log.warning("%s batch %d: the output holds non-finite values", runtime, batch)
+    entry = {
+        **session.describe(),
+        "batch": batch,
+        "model_only": latency_stats(model_s, batch=batch),
+        "e2e": latency_stats(e2e_s, batch=batch),
+    }
+    return entry, np.asarray(first[0], dtype=np.float32)
+
+
+def find_mlflow_run(cfg: DictConfig, info: ModelInfo) -> tuple[str | None, str | None, str | None]:
+    """The model's MLflow run: ``mlflow.*`` config, else the ONNX metadata, else a summary.json beside or above the
+    model that names the model's path (the export's or the training's). Returns (run id, tracking URI, source)."""
+    run_id, uri, source = cfg.mlflow.run_id, cfg.mlflow.tracking_uri, "config"
+    if run_id is None:
+        run_id, meta_uri = mlflow_ref_from_metadata(info.metadata)
+        uri, source = uri or meta_uri, "ONNX metadata"
+    if run_id is None:
+        for folder in list(info.path.parents)[:4]:
+            summary = folder / "summary.json"
+            try:
+                data = json.loads(summary.read_text()) if summary.is_file() else None
+            except (OSError, ValueError):
+                data = None
+            found_id, found_uri = mlflow_ref_from_summary(data)
+            if found_id and _names_path(data, info.path):
+                run_id, uri, source = found_id, uri or found_uri, str(summary)
+                break
+    if run_id is None:
+        return None, None, None
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise DroneVisionError(f"MLflow run {run_id} (from {source}) needs mlflow.tracking_uri")
+    return str(run_id), str(uri), source
+
+
+def _names_path(tree: Any, path: Path) -> bool:
+    """Whether some string in a JSON tree is ``path``."""
+    if isinstance(tree, dict):
+        return any(_names_path(v, path) for v in tree.values())
+    if isinstance(tree, list):
+        return any(_names_path(v, path) for v in tree)
+    return isinstance(tree, str) and tree.endswith(path.name) and Path(tree).expanduser().resolve() == path
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else the platform's word for it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a benchmark will do, checked before anything is written."""
+
+    info: ModelInfo
+    runtimes: list[str]
+    batches: list[int]
+    threads: int
+    reasons: dict[str, str | None]  # runtime -> why it cannot run here (None: it can)
+    target: dict[str, Any]
+
+
+def make_plan(cfg: DictConfig) -> Plan:
+    """Check the model, runtimes, batches, timing and target; refuse with one line if nothing can run."""
+    from dronevision.runtime import read_model_info
+
+    if cfg.onnx is None:
+        raise DroneVisionError("model=<path to an .onnx file> is required")
+    runtimes = [check_runtime(str(r)) for r in as_list(OmegaConf.to_object(cfg.runtime), "runtime")]
+    batches = as_list(OmegaConf.to_object(cfg.batch), "batch")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
+        raise DroneVisionError(f"batch must be whole numbers >= 1, got {batches}")
+    threads = int(cfg.threads or usable_cores())
+    if threads < 1 or cfg.min_iters < 1 or cfg.max_iters < cfg.min_iters or cfg.warmup < 0 or cfg.min_time_s < 0:
+        raise DroneVisionError("need threads >= 1, warmup >= 0, min_time_s >= 0 and 1 <= min_iters <= max_iters")
+    target = check_target(OmegaConf.to_container(cfg.target, resolve=True))
+    info = read_model_info(Path(cfg.onnx))
+    if info.imgsz[0] != info.imgsz[1]:
+        raise DroneVisionError(f"model {info.path}: imgsz {list(info.imgsz)} is not square; export it square")
+    reasons = {r: available(r) for r in runtimes}
+    if all(reasons.values()):
+        raise DroneVisionError("no runtime available: " + "; ".join(f"{r}: {why}" for r, why in reasons.items()))
+    return Plan(info, runtimes, batches, threads, reasons, target)
+
+
+def measure_grid(plan: Plan, frames: Sequence[bytes], cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Time every runtime × batch (a progress bar over the grid); unavailable ones get ``{"skipped": reason}``."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    entries: dict[str, dict[str, Any]] = {}
+    outputs: dict[tuple[str, int], np.ndarray] = {}
+    total = len(plan.runtimes) * len(plan.batches)
+    bar = tqdm(total=total, desc="benchmark", unit="run")
+    with fixed_threads(plan.threads), logging_redirect_tqdm(), bar:
+        for name in plan.runtimes:
+            if plan.reasons[name]:
+                entries[name] = {"skipped": plan.reasons[name]}
+                log.info("%s skipped: %s", name, plan.reasons[name])
+                bar.update(len(plan.batches))
+                continue
+            per_batch: dict[str, Any] = {}
+            for batch in plan.batches:
+                bar.set_postfix_str(f"{name} batch {batch}")
+                per_batch[str(batch)], out = measure(plan.info, name, batch, frames, cfg, threads=plan.threads)
+                if out is not None:
+                    outputs[name, batch] = out
+                bar.update()
+            measured = [e for e in per_batch.values() if "skipped" not in e]
+            if not measured:  # the same reason at every batch, as a rule
+                entries[name] = {"skipped": next(iter(per_batch.values()))["skipped"]}
+                continue
+            entries[name] = {k: measured[0][k] for k in ("provider", "precision", "threads")} | {"batches": per_batch}
+    if not any("batches" in e for e in entries.values()):
+        reasons = "; ".join(f"{r}: {e['skipped']}" for r, e in entries.items())
+        raise DroneVisionError(f"no runtime could run the model: {reasons}")
+    reference = next((out for (name, _), out in outputs.items() if name == "ort-cpu"), None)
+    for name, batch, res in measured_entries(entries):
+        mine = outputs.get((name, batch))
+        same = reference is not None and mine is not None and reference.shape == mine.shape
+        res["max_abs_diff_vs_ort_cpu"] = round(float(np.abs(mine - reference).max()), 6) if same else None
+    return entries
+
+
+def host_facts() -> dict[str, Any]:
+    """CPU, cores and runtime versions, reported with every number."""
+    import onnxruntime
+
+    host: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__}
+    try:
+        import openvino
+
+        host["openvino"] = openvino.__version__
+    except ImportError:
+        pass
+    return host

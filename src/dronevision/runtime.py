@@ -1,0 +1,413 @@
+"""One interface over inference sessions: ONNX Runtime (CPU, CUDA, TensorRT) and OpenVINO, for ONNX detectors.
+
+:func:`available` says whether a runtime can run here (``None``) or why not (one line); :func:`open_session` opens a
+:class:`Session` and checks the provider it really got: a CUDA or TensorRT request that ONNX Runtime quietly moved to
+the CPU raises :class:`RuntimeUnavailable` instead of being timed as if it were a GPU. :func:`read_model_info` reads an
+ONNX model's input and the metadata ultralytics writes (class names, image size, stride).
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dronevision.errors import DroneVisionError
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("ort-cpu", "openvino", "ort-cuda", "ort-trt")
+ORT_PROVIDERS = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-trt": "TensorrtExecutionProvider",
+}
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
+)
+
+
+class RuntimeUnavailable(DroneVisionError):
+    """The runtime cannot run this model here (not installed, no device, or the provider fell back)."""
+
+
+# --- pure core -------------------------------------------------------------------------------------------------
+
+
+def check_runtime(runtime: str) -> str:
+    """Return ``runtime`` if it is one of :data:`RUNTIMES`, else raise a one-line error listing them.
+
+    Examples:
+        >>> check_runtime("openvino")
+        'openvino'
+        >>> check_runtime("tensorrt")
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: unknown runtime 'tensorrt'; valid: ort-cpu, openvino, ort-cuda, ort-trt
+    """
+    if runtime not in RUNTIMES:
+        raise DroneVisionError(f"unknown runtime '{runtime}'; valid: {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def parse_metadata(props: Mapping[str, str]) -> dict[str, Any]:
+    """Decode the metadata ultralytics writes into an ONNX model (Python literals stored as strings).
+
+    Returns ``names`` ({id: name}), ``imgsz`` ([h, w]), ``stride``, ``end2end`` and ``task`` where present.
+
+    Examples:
+        >>> meta = parse_metadata({"names": "{0: 'car'}", "imgsz": "[64, 64]", "stride": "32", "end2end": "False"})
+        >>> meta["names"], meta["imgsz"], meta["stride"], meta["end2end"]
+        ({0: 'car'}, [64, 64], 32, False)
+        >>> parse_metadata({"imgsz": "640"})["imgsz"]
+        [640, 640]
+        >>> parse_metadata({})
+        {}
+    """
+    out: dict[str, Any] = {}
+    for key in ("names", "imgsz", "stride", "end2end", "batch"):
+        if key not in props:
+            continue
+        try:
+            value = ast.literal_eval(props[key])
+        except (ValueError, SyntaxError):
+            log.warning("ONNX metadata %s=%r is not a Python literal; ignored", key, props[key])
+            continue
+        if key == "imgsz" and isinstance(value, int):
+            value = [value, value]
+        out[key] = value
+    if "task" in props:
+        out["task"] = props["task"]
+    return out
+
+
+def ort_provider_options(runtime: str, *, input_name: str, shape: tuple[int, ...], cache_dir: Path | None) -> list[Any]:
+    """The ``providers`` list for an ONNX Runtime session (the CPU provider last, for nodes a GPU cannot run).
+
+    TensorRT gets FP16 and one optimisation profile fixed to ``shape``, so a dynamic-batch model is built once.
+
+    Examples:
+        >>> ort_provider_options("ort-cpu", input_name="images", shape=(1, 3, 64, 64), cache_dir=None)
+        ['CPUExecutionProvider']
+        >>> trt = ort_provider_options("ort-trt", input_name="images", shape=(8, 3, 64, 64), cache_dir=None)
+        >>> trt[0][0], trt[0][1]["trt_fp16_enable"], trt[0][1]["trt_profile_opt_shapes"], trt[1:]
+        ('TensorrtExecutionProvider', True, 'images:8x3x64x64', ['CUDAExecutionProvider', 'CPUExecutionProvider'])
+    """
+    check_runtime(runtime)
+    if runtime == "ort-cpu":
+        return ["CPUExecutionProvider"]
+    if runtime == "ort-cuda":
+        return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    if runtime != "ort-trt":
+        raise DroneVisionError(f"{runtime} is not an ONNX Runtime runtime")
+    profile = f"{input_name}:{'x'.join(str(d) for d in shape)}"
+    trt: dict[str, Any] = {
+        "device_id": 0,
+        "trt_fp16_enable": True,
+        "trt_profile_min_shapes": profile,
+        "trt_profile_opt_shapes": profile,
+        "trt_profile_max_shapes": profile,
+    }
+    if cache_dir is not None:
+        trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
+    return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+# --- model metadata --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """An ONNX detector's image input and ultralytics metadata.
+
+    ``input_shape`` holds ``None`` for dynamic dimensions; ``imgsz`` is ``(h, w)`` from the metadata, else from a
+    static input shape.
+    """
+
+    path: Path
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    input_dtype: str
+    imgsz: tuple[int, int]
+    stride: int | None
+    names: dict[int, str]
+    end2end: bool
+    quantized: bool = False  # INT8 operators (QDQ or integer ops) in the graph
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether the batch dimension is dynamic."""
+        return self.input_shape[0] is None
+
+    def shape_for(self, batch: int) -> tuple[int, int, int, int]:
+        """The concrete input shape for ``batch`` images; a static batch other than ``batch`` is refused."""
+        fixed = self.input_shape[0]
+        if fixed is not None and fixed != batch:
+            raise RuntimeUnavailable(
+                f"{self.path.name} has a static batch of {fixed}; batch {batch} needs a dynamic-batch export"
+            )
+        channels = self.input_shape[1] or 3
+        return (batch, int(channels), *self.imgsz)
+
+
+def read_model_info(model: Path) -> ModelInfo:
+    """Read an ONNX model's first input and its metadata (``onnx``, without loading external weights).
+
+    Raises:
+        DroneVisionError: the file is missing, not ONNX, or has no (N, C, H, W) image input.
+    """
+    import onnx
+    from onnx import helper
+
+    model = Path(model).expanduser().resolve()
+    if not model.is_file():
+        raise DroneVisionError(f"model {model} does not exist")
+    if model.suffix.lower() != ".onnx":
+        raise DroneVisionError(f"model {model} is not an .onnx file")
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise DroneVisionError(f"model {model} cannot be read as ONNX ({type(e).__name__})") from None
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if not inputs or len(inputs[0].type.tensor_type.shape.dim) != 4:
+        raise DroneVisionError(f"model {model} has no (N, C, H, W) image input")
+    first = inputs[0]
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)).name
+    props = {p.key: p.value for p in proto.metadata_props}
+    meta = parse_metadata(props)
+    if "imgsz" in meta:
+        imgsz = (int(meta["imgsz"][0]), int(meta["imgsz"][1]))
+    elif dims[2] and dims[3]:
+        imgsz = (int(dims[2]), int(dims[3]))
+    else:
+        raise DroneVisionError(f"model {model}: no imgsz in its metadata and a dynamic input shape {dims}")
+    names = {int(k): str(v) for k, v in dict(meta.get("names") or {}).items()}
+    return ModelInfo(
+        path=model,
+        input_name=first.name,
+        input_shape=dims,
+        input_dtype=dtype,
+        imgsz=imgsz,
+        stride=int(meta["stride"]) if "stride" in meta else None,
+        names=names,
+        end2end=bool(meta.get("end2end", False)),
+        quantized=any(node.op_type in QUANTIZED_OPS for node in proto.graph.node),
+        metadata=props,
+    )
+
+
+# --- availability ----------------------------------------------------------------------------------------------
+
+
+def cuda_device_count() -> tuple[int, str | None]:
+    """CUDA devices seen by the driver (``libcuda``, independent of torch); ``(0, reason)`` when there are none."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no CUDA driver (libcuda.so.1 not found)"
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0:
+        return 0, "the CUDA driver found no usable device (cuInit failed)"
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return 0, "no CUDA device"
+    return count.value, None
+
+
+def available(runtime: str) -> str | None:
+    """``None`` if ``runtime`` can run here, else a one-line reason (not installed, no device, provider missing)."""
+    check_runtime(runtime)
+    if runtime == "openvino":
+        try:
+            import openvino as ov
+        except ImportError:
+            return "openvino is not installed (pip install openvino)"
+        devices = ov.Core().available_devices
+        return None if "CPU" in devices else f"OpenVINO sees no CPU device (devices: {devices})"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    provider = ORT_PROVIDERS[runtime]
+    providers = ort.get_available_providers()
+    if provider not in providers:
+        hint = " (install onnxruntime-gpu)" if runtime != "ort-cpu" else ""
+        return f"onnxruntime {ort.__version__} has no {provider}{hint}; it has {', '.join(providers)}"
+    if runtime != "ort-cpu":
+        count, reason = cuda_device_count()
+        if not count:
+            return reason
+    return None
+
+
+# --- sessions --------------------------------------------------------------------------------------------------
+
+
+class Session:
+    """An open inference session for one runtime, batch size and thread count.
+
+    Attributes:
+        runtime: the runtime name (one of :data:`RUNTIMES`).
+        provider: what really runs it: ONNX Runtime's first session provider, or OpenVINO's execution device.
+        precision: the compute precision: ``f32``; OpenVINO may pick ``bf16``; TensorRT ``f16``; ``int8+...`` for a
+            quantized model (its float parts in the second precision).
+        threads: CPU threads given to the runtime.
+        input_shape: the (batch, C, H, W) shape ``run`` expects.
+    """
+
+    runtime: str
+    provider: str
+    precision: str
+    threads: int
+    input_shape: tuple[int, int, int, int]
+    input_dtype: np.dtype
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on a ``(batch, C, H, W)`` array; returns its first output."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The facts a benchmark reports with every number."""
+        return {
+            "runtime": self.runtime,
+            "provider": self.provider,
+            "precision": self.precision,
+            "threads": self.threads,
+            "input_shape": list(self.input_shape),
+        }
+
+
+class OrtSession(Session):
+    """ONNX Runtime with the CPU, CUDA or TensorRT execution provider."""
+
+    def __init__(
+        self, info: ModelInfo, runtime: str, *, threads: int, batch: int, cache_dir: Path | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        self.runtime, self.threads = runtime, threads
+        self.input_shape = info.shape_for(batch)
+        self.input_dtype = np.dtype(info.input_dtype)
+        self._name = info.input_name
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # a fallback is reported by us, below, as one line
+        providers = ort_provider_options(
+            runtime, input_name=info.input_name, shape=self.input_shape, cache_dir=cache_dir
+        )
+        try:
+            self._session = ort.InferenceSession(str(info.path), options, providers=providers)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise RuntimeUnavailable(f"onnxruntime could not open {info.path.name} with {runtime}: {first}") from None
+        used, wanted = self._session.get_providers()[0], ORT_PROVIDERS[runtime]
+        if used != wanted:
+            raise RuntimeUnavailable(f"asked for {wanted} but onnxruntime fell back to {used}")
+        self.provider = used
+        self.precision = "f16" if runtime == "ort-trt" else _dtype_precision(self.input_dtype)
+        if info.quantized:
+            self.precision = f"int8+{self.precision}"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run on ``x``; returns the first output."""
+        return self._session.run(None, {self._name: x})[0]
+
+
+class OpenVinoSession(Session):
+    """OpenVINO on the CPU: the ONNX read directly, reshaped to a static batch, compiled with a fixed thread count.
+
+    The hint is LATENCY at every batch: the benchmark keeps one request in flight, and with one request the
+    THROUGHPUT hint splits the threads into streams of which only one works (about half the speed, measured).
+    """
+
+    def __init__(self, info: ModelInfo, *, threads: int, batch: int, precision: str | None = None) -> None:
+        import openvino as ov
+
+        self.runtime, self.threads = "openvino", threads
+        self.input_shape = info.shape_for(batch)
+        self.input_dtype = np.dtype(info.input_dtype)
+        core = ov.Core()
+        model = core.read_model(str(info.path))
+        model.reshape({info.input_name: list(self.input_shape)})
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if precision is not None:
+            if precision not in OPENVINO_PRECISIONS:
+                raise DroneVisionError(f"unknown OpenVINO precision '{precision}'; valid: {OPENVINO_PRECISIONS}")
+            config["INFERENCE_PRECISION_HINT"] = precision
+        try:
+            self._compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise RuntimeUnavailable(f"OpenVINO could not compile {info.path.name} for CPU: {first}") from None
+        self.provider = ",".join(self._compiled.get_property("EXECUTION_DEVICES"))
+        self.precision = _ov_precision(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if info.quantized:
+            self.precision = f"int8+{self.precision}"
+        self._request = self._compiled.create_infer_request()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run on ``x``; returns a copy of the first output (the request reuses its buffer)."""
+        self._request.infer({0: x})
+        return self._request.get_output_tensor(0).data.copy()
+
+
+def _dtype_precision(dtype: np.dtype) -> str:
+    return {"float32": "f32", "float16": "f16"}.get(dtype.name, dtype.name)
+
+
+def _ov_precision(element_type: Any) -> str:
+    """OpenVINO's element type (``<Type: 'bfloat16'>``) as a short name."""
+    name = str(getattr(element_type, "get_type_name", lambda: element_type)())
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "bf16": "bf16"}.get(name, name)
+
+
+def open_session(
+    model: Path,
+    runtime: str,
+    *,
+    threads: int,
+    batch: int,
+    info: ModelInfo | None = None,
+    precision: str | None = None,
+    cache_dir: Path | None = None,
+) -> Session:
+    """Open ``model`` on ``runtime`` for ``batch`` images with ``threads`` CPU threads.
+
+    Args:
+        model: an ONNX file.
+        runtime: one of :data:`RUNTIMES`.
+        threads: intra-op threads (ONNX Runtime) or ``INFERENCE_NUM_THREADS`` (OpenVINO).
+        batch: the batch the session will be run with (OpenVINO and TensorRT are built for it).
+        info: the model's :class:`ModelInfo`, if already read.
+        precision: OpenVINO's inference precision (``f32``, ``bf16``, ``f16``); None: OpenVINO's default for the
+            device (``bf16`` on CPUs with native bf16). Ignored by ONNX Runtime.
+        cache_dir: where TensorRT keeps its built engines (None: no cache).
+
+    Raises:
+        RuntimeUnavailable: the runtime is not usable here, or the session fell back to another provider.
+    """
+    check_runtime(runtime)
+    if threads < 1 or batch < 1:
+        raise DroneVisionError(f"threads and batch must be at least 1, got threads={threads} batch={batch}")
+    reason = available(runtime)
+    if reason is not None:
+        raise RuntimeUnavailable(reason)
+    info = info or read_model_info(Path(model))
+    if runtime == "openvino":
+        session: Session = OpenVinoSession(info, threads=threads, batch=batch, precision=precision)
+    else:
+        session = OrtSession(info, runtime, threads=threads, batch=batch, cache_dir=cache_dir)
+    log.debug("opened %s", session.describe())
+    return session
