@@ -168,8 +168,13 @@ def ultralytics_metrics(
     device: str | None,
     out_dir: Path,
     plots: bool,
+    rect: bool | None = None,
 ) -> dict[str, float]:
-    """ultralytics' own validation numbers (its mAP interpolation differs from pycocotools')."""
+    """ultralytics' own validation numbers (its mAP interpolation differs from pycocotools').
+
+    ``rect=False`` letterboxes every image to ``imgsz`` squared, as a fixed-shape ONNX file must be fed; None keeps
+    ultralytics' default.
+    """
     from ultralytics import YOLO
 
     metrics = YOLO(str(weights), task="detect").val(
@@ -183,6 +188,7 @@ def ultralytics_metrics(
         exist_ok=True,
         plots=plots,
         verbose=False,
+        **({} if rect is None else {"rect": rect}),
     )
     precision, recall, map50, map50_95 = (float(v) for v in metrics.mean_results())
     return {"map50": map50, "map50_95": map50_95, "precision": precision, "recall": recall}

@@ -123,23 +123,19 @@ def square_metrics(weights: Path, data_yaml: Path, *, split: str, imgsz: int, ou
     model. Here the .pt runs on the same square inputs as the ONNX files, so a drop is the conversion's.
     ultralytics' AutoBackend runs FP16 (float32 inputs) and INT8 QDQ graphs on the CPU execution provider.
     """
-    from ultralytics import YOLO
+    from dronevision.evaluate import ultralytics_metrics
 
-    metrics = YOLO(str(weights), task="detect").val(
-        data=str(data_yaml),
+    return ultralytics_metrics(
+        weights,
+        data_yaml,
         split=split,
         imgsz=imgsz,
         batch=VAL_BATCH,
-        rect=False,
         device="cpu",
-        project=str(out_dir.parent),
-        name=out_dir.name,
-        exist_ok=True,
+        out_dir=out_dir,
         plots=False,
-        verbose=False,
+        rect=False,
     )
-    precision, recall, map50, map50_95 = (float(v) for v in metrics.mean_results())
-    return {"map50": map50, "map50_95": map50_95, "precision": precision, "recall": recall}
 
 
 def training_run(weights: Path) -> tuple[str, str] | None:
