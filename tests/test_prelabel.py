@@ -17,13 +17,12 @@ from hypothesis import strategies as st
 from dronevision.dataset.cvat import parse_cvat_images, read_cvat
 from dronevision.dataset.labelstudio import parse_label_studio, read_label_studio
 from dronevision.dataset.records import Issues, SourceImage
-from dronevision.dataset.yolo import read_yolo
+from dronevision.dataset.yolo import image_size, read_yolo
 from dronevision.errors import DroneVisionError
 from dronevision.evaluate import yolo_to_xyxy
 from dronevision.prelabel import (
     Item,
     cvat_images_xml,
-    image_size,
     label_studio_task,
     prelabel,
     write_cvat_images,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from dronevision.dataset import YoloDataset, label_path, parse_label_lines
+from dronevision.dataset.yolo import image_size
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,9 @@ def coco_metrics(ground_truth: dict[str, Any], detections: list[dict[str, Any]])
 
 def load_split(dataset: YoloDataset, split: str) -> list[tuple[str, tuple[int, int], Detections]]:
     """Ground truth of a split as ``(image path, (w, h), boxes)``."""
-    from PIL import Image
-
     items = []
     for image in dataset.splits[split]:
-        with Image.open(image) as im:
-            wh = im.size
+        wh = image_size(image)
         label = label_path(image)
         lines = label.read_text().splitlines() if label.is_file() else []
         rows = parse_label_lines(lines, n_classes=len(dataset.names), source=label)
@@ -132,8 +130,15 @@ def load_split(dataset: YoloDataset, split: str) -> list[tuple[str, tuple[int, i
     return items
 
 
+def load_model(weights: Path) -> Any:
+    """An ultralytics detector from a local .pt or .onnx (never downloaded: the caller checks the path)."""
+    from ultralytics import YOLO
+
+    return YOLO(str(weights), task="detect")
+
+
 def predict(
-    weights: Path,
+    weights: Path | Any,
     images: Sequence[str],
     *,
     imgsz: int,
@@ -143,10 +148,9 @@ def predict(
     max_det: int = 300,
     batch: int = 8,
 ) -> Iterator[Detections]:
-    """Run a checkpoint (.pt or .onnx) on images with ultralytics and yield one :class:`Detections` per image."""
-    from ultralytics import YOLO
-
-    model = YOLO(str(weights), task="detect")
+    """Run a checkpoint (.pt or .onnx, or a model from :func:`load_model`) on images with ultralytics and yield one
+    :class:`Detections` per image."""
+    model = load_model(weights) if isinstance(weights, (str, Path)) else weights
     for start in range(0, len(images), batch):
         chunk = list(images[start : start + batch])
         for result in model.predict(
@@ -175,9 +179,7 @@ def ultralytics_metrics(
     ``rect=False`` letterboxes every image to ``imgsz`` squared, as a fixed-shape ONNX file must be fed; None keeps
     ultralytics' default.
     """
-    from ultralytics import YOLO
-
-    metrics = YOLO(str(weights), task="detect").val(
+    metrics = load_model(weights).val(
         data=str(data_yaml),
         split=split,
         imgsz=imgsz,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +20,8 @@ from urllib.parse import quote
 import numpy as np
 
 from dronevision.dataset.labelstudio import LOCAL_FILES_PREFIX
-from dronevision.dataset.yolo import IMAGE_SUFFIXES
+from dronevision.dataset.writer import link_or_copy
+from dronevision.dataset.yolo import IMAGE_SUFFIXES, image_size
 from dronevision.errors import DroneVisionError
 from dronevision.schema import Detections
 
@@ -198,19 +197,6 @@ def cvat_images_xml(items: Sequence[tuple[str, tuple[int, int], Detections]], na
 # --- I/O adapters ----------------------------------------------------------------------------------------------
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(w, h)`` as the detector sees the image: from the header, turned by the EXIF orientation as OpenCV does."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
-    except (OSError, UnidentifiedImageError) as e:
-        raise DroneVisionError(f"{path}: cannot be read as an image ({e})") from None
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-
-
 def _relative(image: Path, image_root: Path) -> str:
     """The image path relative to ``image_root`` with ``/`` separators; an image outside it is refused."""
     for path, root in ((Path(image), Path(image_root)), (Path(image).resolve(), Path(image_root).resolve())):
@@ -220,12 +206,6 @@ def _relative(image: Path, image_root: Path) -> str:
                 raise DroneVisionError(f"{image}: the file name holds control characters")
             return relative
     raise DroneVisionError(f"{image}: image is not inside image_root {image_root}")
-
-
-def _model_names(weights: Path) -> dict[int, str]:
-    from ultralytics import YOLO
-
-    return {int(k): str(v) for k, v in YOLO(str(weights), task="detect").names.items()}
 
 
 def prelabel(
@@ -253,7 +233,7 @@ def prelabel(
     Raises:
         DroneVisionError: ``weights`` or an image does not exist, or ``class_map`` names an id the model lacks.
     """
-    from dronevision.evaluate import predict
+    from dronevision.evaluate import load_model, predict
 
     weights = Path(weights)
     if not weights.is_file():
@@ -262,7 +242,8 @@ def prelabel(
     for path in paths:
         if not path.is_file():
             raise DroneVisionError(f"{path}: image file does not exist")
-    model_names = _model_names(weights)
+    model = load_model(weights)
+    model_names = {int(k): str(v) for k, v in model.names.items()}
     if class_map is None:
         names = dict(sorted(model_names.items()))
     else:
@@ -271,22 +252,10 @@ def prelabel(
             raise DroneVisionError(f"class_map ids {unknown} are not classes of {weights} (it has {model_names})")
         names = {int(k): str(class_map[k]) for k in sorted(class_map)}
     sizes = [image_size(path) for path in paths]
-    detections = predict(weights, [str(p) for p in paths], imgsz=imgsz, device=device, conf=conf)
+    detections = predict(model, [str(p) for p in paths], imgsz=imgsz, device=device, conf=conf)
     items = [(path, wh, select_classes(det, names)) for path, wh, det in zip(paths, sizes, detections)]
     log.info("%s: %d boxes on %d images (conf >= %g)", weights, sum(len(d) for _, _, d in items), len(items), conf)
     return items, names
-
-
-def _place(image: Path, target: Path) -> None:
-    """Hard-link ``image`` to ``target`` (copy it where links are not possible), replacing an older file."""
-    if target.exists():
-        if target.samefile(image):
-            return
-        target.unlink()
-    try:
-        os.link(image, target)
-    except OSError:
-        shutil.copy2(image, target)
 
 
 def write_yolo(out_dir: Path, items: Sequence[Item], names: Mapping[int, str]) -> Path:
@@ -316,7 +285,7 @@ def write_yolo(out_dir: Path, items: Sequence[Item], names: Mapping[int, str]) -
     (out_dir / "classes.txt").write_text("".join(f"{name}\n" for name in classes))
     for image, resolution_wh, det in items:
         image = Path(image)
-        _place(image, out_dir / "images" / image.name)
+        link_or_copy(image, out_dir / "images" / image.name)
         lines = yolo_label_lines(det, resolution_wh, class_index)
         (out_dir / "labels" / f"{image.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
     log.info("%s: %d images, %d boxes, %d classes", out_dir, len(items), sum(len(d) for _, _, d in items), len(classes))

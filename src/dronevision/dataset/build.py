@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, write_summary
 from dronevision.dataset.plan import SPLITS, Item, Taxonomy, assign_splits, group_of, plan_items, to_yolo_lines
 from dronevision.dataset.records import Issues, SourceImage
-from dronevision.dataset.writer import DatasetWriter, sha256_file
+from dronevision.dataset.writer import DatasetWriter, link_or_copy, sha256_file
 from dronevision.errors import DroneVisionError
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,7 @@ def write_item(item: Item, root: Path) -> dict[str, str]:
     target.parent.mkdir(parents=True, exist_ok=True)
     label.parent.mkdir(parents=True, exist_ok=True)
     if not item.rewrite:
-        try:
-            os.link(item.record.image, target)
-        except OSError:
-            shutil.copyfile(item.record.image, target)
+        link_or_copy(item.record.image, target)
     else:
         import cv2
 

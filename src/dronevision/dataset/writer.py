@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,19 @@ from dronevision.dataset.records import Issues
 from dronevision.slicing import box_areas
 
 SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (copy it where links are not possible), replacing an older ``dst``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        if dst.samefile(src):
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def sha256_file(path: Path) -> str:

@@ -217,11 +217,16 @@ def manifest_sha256(lines: list[str]) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the image header (no decoding)."""
-    from PIL import Image
+    """``(w, h)`` as the detector sees the image: from the header, turned by the EXIF orientation as OpenCV does."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return im.size
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
+    except (OSError, UnidentifiedImageError) as e:
+        raise DroneVisionError(f"{path}: cannot be read as an image ({e})") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def read_yolo(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,20 +11,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from dronevision.dataset.records import Issues
+from dronevision.dataset.writer import link_or_copy
+from dronevision.dataset.yolo import image_size
 from dronevision.errors import DroneVisionError
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
 LABEL_FORMATS = ("visdrone-vid", "cvat-video")
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def _annotation_for(labels_path: Path, video_id: str, n_videos: int) -> Path | None:
@@ -85,7 +77,7 @@ def join_visdrone_vid(out_dir: Path, results: Sequence[dict[str, Any]], labels_p
         frames = kept_frames(result, out_dir)
         numbers = {index + 1 for index, _ in frames}
         for index, file in frames:
-            _link(file, root / "sequences" / result["video_id"] / f"{index + 1:07d}.jpg")
+            link_or_copy(file, root / "sequences" / result["video_id"] / f"{index + 1:07d}.jpg")
         lines = select_vid_lines(annotation.read_text().splitlines(), numbers)
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"{result['video_id']}.txt").write_text("".join(f"{x}\n" for x in lines))
@@ -122,13 +114,13 @@ def join_cvat_video(out_dir: Path, results: Sequence[dict[str, Any]], labels_pat
             if record.image not in frames.values():
                 continue
             target = root / "images" / record.image.name
-            _link(record.image, target)
+            link_or_copy(record.image, target)
             for label in record.labels:
                 names.setdefault(label, len(names))
             det = Detections(
                 xyxy=record.xyxy, class_id=[names[x] for x in record.labels], confidence=np.ones(len(record.xyxy))
             )
-            items.append((target, record.resolution_wh or _size(target), det))
+            items.append((target, record.resolution_wh or image_size(target), det))
     write_cvat_images(root / "annotations.xml", items, {v: k for k, v in names.items()}, image_root=root / "images")
     return {
         "format": "cvat-video",
@@ -137,12 +129,6 @@ def join_cvat_video(out_dir: Path, results: Sequence[dict[str, Any]], labels_pat
         "videos_without_labels": missing,
         "dataset_source": {"format": "cvat", "path": str(root / "annotations.xml")},
     }
-
-
-def _size(image: Path) -> tuple[int, int]:
-    from dronevision.dataset.yolo import image_size
-
-    return image_size(image)
 
 
 def prelabel_frames(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
