@@ -64,14 +64,19 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return make_yolo_dataset(tmp_path / "tiny")
 
 
+def compose_config(config_name: str, *overrides: str) -> DictConfig:
+    """A primary config of configs/ composed with overrides, as its command would compose it."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose configs/train.yaml under debug=fast with outputs and the MLflow store in tmp_path."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
         base = ["debug=fast", f"out_dir={tmp_path / 'out'}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name, overrides=[*base, *overrides])
+        return compose_config(config_name, *base, *overrides)
 
     return _compose
 

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from dronevision.benchmark import capacity, check_target, latency_stats, run, sigma_clip, time_calls
-from dronevision.cli import CONFIG_DIR
 from dronevision.errors import DroneVisionError
 from dronevision.runtime import OrtSession, RuntimeUnavailable, available, open_session, read_model_info
 
-from .conftest import make_yolo_dataset
+from .conftest import compose_config, make_yolo_dataset
 
 NO_CUDA = available("ort-cuda")  # the reason, or None where CUDA really is usable
 
@@ -177,8 +175,7 @@ QUICK = ["min_time_s=0.2", "warmup=2", "frame_wh=[160,120]"]
 @pytest.fixture
 def compose_bench(tmp_path: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("benchmark", overrides=[f"out_dir={tmp_path / 'bench'}", *QUICK, *overrides])
+        return compose_config("benchmark", f"out_dir={tmp_path / 'bench'}", *QUICK, *overrides)
 
     return _compose
 

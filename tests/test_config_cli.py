@@ -15,7 +15,7 @@ from dronevision.cli import CONFIG_DIR, check_group_overrides, group_options
 from dronevision.errors import DroneVisionError
 from dronevision.train import ultralytics_train_args
 
-from .conftest import BUNDLED, REPO
+from .conftest import BUNDLED, REPO, compose_config
 
 
 @pytest.mark.parametrize("experiment", [None, *group_options("experiment")])
@@ -31,21 +31,15 @@ def test_every_train_experiment_composes(
 
 
 def test_every_primary_config_composes_with_defaults(tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-
     primary = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"train", "dataset_build"} <= set(primary)
     for name in primary:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(name, overrides=[f"out_dir={tmp_path}"])
+        cfg = compose_config(name, f"out_dir={tmp_path}")
         assert OmegaConf.to_container(cfg, resolve=True)["out_dir"] == str(tmp_path)
 
 
 def test_default_config_trains_yolov8n_from_scratch_on_bundled_data(tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"out_dir={tmp_path}"])
+    cfg = compose_config("train", f"out_dir={tmp_path}")
     assert cfg.model.cfg == "yolov8n.yaml" and cfg.model.weights is None
     assert Path(cfg.dataset.path) == BUNDLED
     assert cfg.mlflow.tracking_uri.startswith("sqlite:///")

@@ -11,12 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
-from dronevision.cli import CONFIG_DIR
 from dronevision.dataset import build, load_yolo_dataset, parse_label_lines
 from dronevision.dataset.build import Taxonomy, assign_splits, group_of, plan_items
 from dronevision.dataset.records import Issues, SourceImage
@@ -25,7 +23,7 @@ from dronevision.errors import DroneVisionError
 from dronevision.slicing import clip_boxes, slice_bboxes
 from dronevision.synth import write_visdrone_det_set
 
-from .conftest import VISDRONE_MINI, make_yolo_dataset
+from .conftest import VISDRONE_MINI, compose_config, make_yolo_dataset
 
 # Counted by hand from the three annotation files (column 6, category 0 or score 0 excluded): 252 objects.
 VISDRONE_MINI_COUNTS = {
@@ -44,8 +42,7 @@ VISDRONE_MINI_COUNTS = {
 @pytest.fixture
 def compose_build(tmp_path: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("dataset_build", overrides=[f"out_dir={tmp_path / 'built'}", "workers=1", *overrides])
+        return compose_config("dataset_build", f"out_dir={tmp_path / 'built'}", "workers=1", *overrides)
 
     return _compose
 

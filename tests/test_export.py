@@ -13,17 +13,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dronevision.cli import CONFIG_DIR
 from dronevision.errors import DroneVisionError
 from dronevision.export import run
 from dronevision.export.command import FILES
 from dronevision.export.core import check_export_settings
 from dronevision.tracking import MlflowRun
 
-from .conftest import REPO, make_yolo_dataset
+from .conftest import REPO, compose_config, make_yolo_dataset
 
 IMGSZ = 64
 SUMMARY_KEYS = {"weights", "out_dir", "variants", "pt_metrics", "opset", "dynamic", "imgsz", "metadata", "seconds"}
@@ -31,8 +29,7 @@ VARIANT_KEYS = {"path", "size_mb", "max_abs_diff", "map50", "map50_95", "map50_d
 
 
 def compose_export(*overrides: str) -> DictConfig:
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("export", overrides=list(overrides))
+    return compose_config("export", *overrides)
 
 
 def session(path: str | Path) -> Any:

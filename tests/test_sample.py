@@ -13,16 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dronevision.cli import CONFIG_DIR
 from dronevision.errors import DroneVisionError
 from dronevision.sample import run
 from dronevision.sample.frames import Sampler, judge
 from dronevision.sample.run import dedupe_across_videos
 
-from .conftest import REPO
+from .conftest import REPO, compose_config
 
 FPS = 10
 
@@ -74,8 +72,7 @@ def scripted_frames() -> list[np.ndarray]:
 @pytest.fixture
 def compose_sample(tmp_path: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("sample", overrides=[f"out_dir={tmp_path / 'out'}", "workers=1", *overrides])
+        return compose_config("sample", f"out_dir={tmp_path / 'out'}", "workers=1", *overrides)
 
     return _compose
 
@@ -318,16 +315,13 @@ def test_vid_annotations_join_the_kept_frames_and_feed_the_dataset_stage(compose
     assert sorted(p.name for p in (labelled / "sequences" / "flight").iterdir()) == ["0000001.jpg", "0000041.jpg"]
     got = (labelled / "annotations" / "flight.txt").read_text().splitlines()
     assert got == [line for line in lines if line.split(",")[0] in ("1", "41")]  # frames 0 and 40 (1-based 1, 41)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            "dataset_build",
-            overrides=[
-                "source.format=visdrone-vid",
-                f"source.path={labelled}",
-                f"out_dir={tmp_path / 'ds'}",
-                "split.val_fraction=0",
-            ],
-        )
+    cfg = compose_config(
+        "dataset_build",
+        "source.format=visdrone-vid",
+        f"source.path={labelled}",
+        f"out_dir={tmp_path / 'ds'}",
+        "split.val_fraction=0",
+    )
     built = build.run(cfg)
     assert built["class_counts"] == {"train": {"car": 4}}
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
@@ -362,17 +356,14 @@ def test_flyover_to_sample_to_labels_to_dataset_to_one_epoch(compose_sample, com
         )
     )
     assert summary["videos"] == 2 and summary["kept_frames"] > 4
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            "dataset_build",
-            overrides=[
-                "source.format=visdrone-vid",
-                f"source.path={tmp_path / 'out' / 'labelled'}",
-                f"out_dir={tmp_path / 'ds'}",
-                "taxonomy=vehicles",
-                "split.val_fraction=0.5",
-            ],
-        )
+    cfg = compose_config(
+        "dataset_build",
+        "source.format=visdrone-vid",
+        f"source.path={tmp_path / 'out' / 'labelled'}",
+        f"out_dir={tmp_path / 'ds'}",
+        "taxonomy=vehicles",
+        "split.val_fraction=0.5",
+    )
     built = build.run(cfg)
     assert set(built["images"]) == {"train", "val"} and built["classes"][0] == "car"
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
@@ -402,17 +393,14 @@ def test_prelabel_export_and_import_round_trip(compose_sample, tiny_weights: Pat
     assert {p.name for p in pre.iterdir()} == {"yolo", "cvat.xml", "labelstudio.json"}
     counts = []
     for fmt, path in (("yolo", pre / "yolo"), ("cvat", pre / "cvat.xml"), ("labelstudio", pre / "labelstudio.json")):
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(
-                "dataset_build",
-                overrides=[
-                    f"source.format={fmt}",
-                    f"source.path={path}",
-                    f"source.images_dir={tmp_path / 'out' / 'frames'}",
-                    f"out_dir={tmp_path / fmt}",
-                    "split.val_fraction=0",
-                ],
-            )
+        cfg = compose_config(
+            "dataset_build",
+            f"source.format={fmt}",
+            f"source.path={path}",
+            f"source.images_dir={tmp_path / 'out' / 'frames'}",
+            f"out_dir={tmp_path / fmt}",
+            "split.val_fraction=0",
+        )
         built = build.run(cfg)
         manifest = json.loads((tmp_path / fmt / "manifest.json").read_text())
         counts.append((built["class_counts"], sorted(tuple(b[1:]) for e in manifest["entries"] for b in e["boxes"])))
