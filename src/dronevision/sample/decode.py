@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,18 @@ class DecodedFrame:
     index: int  # frame number in the video, 0-based
     time: float  # presentation time in seconds
     source: Any  # an av.VideoFrame or an image path
+    _image: np.ndarray | None = field(default=None, repr=False)  # an image file's pixels, read once
 
     def bgr(self) -> np.ndarray:
         """Full-resolution BGR pixels."""
         if isinstance(self.source, Path):
-            import cv2
+            if self._image is None:
+                import cv2
 
-            image = cv2.imread(str(self.source), cv2.IMREAD_COLOR)
-            if image is None:
-                raise VideoError(f"frame {self.source.name} cannot be read as an image")
-            return image
+                self._image = cv2.imread(str(self.source), cv2.IMREAD_COLOR)
+                if self._image is None:
+                    raise VideoError(f"frame {self.source.name} cannot be read as an image")
+            return self._image
         return self.source.to_ndarray(format="bgr24")
 
     def gray(self, width: int) -> np.ndarray:
