@@ -101,7 +101,10 @@ def _train_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[s
             "error: {tmp}/empty_val.yaml: the val split 'val/images' holds no images",
         ),
         ("model.weights={tmp}/nope.pt", "error: model.weights {tmp}/nope.pt does not exist"),
-        ("model=yolov99", "error: unknown model 'yolov99'; valid: yolo11n, yolo11s, yolov8n, yolov8s"),
+        (
+            "model=yolov99",
+            "error: unknown model 'yolov99'; valid: rtdetr_l, yolo11n, yolo11s, yolov8n, yolov8n_p2, yolov8s",
+        ),
         ("train.epoch=1", "error: train.epoch is not an ultralytics train argument (did you mean train.epochs?)"),
     ],
 )

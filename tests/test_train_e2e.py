@@ -31,7 +31,7 @@ def _check_summary(summary: dict, out_dir: Path) -> None:
     assert set(summary["metrics"]) == {"map50", "map50_95", "precision", "recall"}
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
     assert {"AP", "AP50"} <= set(summary["coco"])
-    assert set(summary["dataset"]) == {"path", "classes", "n_train", "n_val", "sha256"}
+    assert {"path", "classes", "n_train", "n_val", "sha256", "root"} <= set(summary["dataset"])
     assert Path(summary["weights"]).is_file() and Path(summary["weights"]).is_relative_to(out_dir)
     assert Path(summary["onnx"]).is_file() and Path(summary["onnx"]).is_relative_to(out_dir)
     assert summary["onnx_max_abs_diff"] < 1e-2

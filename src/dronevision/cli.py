@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +52,7 @@ def check_group_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DI
         >>> check_group_overrides(["model=yolov9000"])
         Traceback (most recent call last):
         ...
-        dronevision.errors.DroneVisionError: unknown model 'yolov9000'; valid: yolo11n, yolo11s, yolov8n, yolov8s
+        dronevision.errors.DroneVisionError: unknown model 'yolov9000'; valid: rtdetr_l, yolo11n, yolo11s, yolov8n, ...
     """
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
@@ -77,7 +78,8 @@ def resolve_out_dir(cfg: DictConfig) -> Path:
 
 @contextmanager
 def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterator[None]:
-    """Turn a :class:`DroneVisionError` into one line on stderr and exit status 2.
+    """Turn a :class:`DroneVisionError` into one line on stderr and exit status 2; an interrupt into 130 (SIGINT)
+    or 143 (SIGTERM), keeping what was written.
 
     The output folder is removed if it holds nothing but Hydra's bookkeeping, so bad input never leaves a
     half-written output folder behind.
@@ -92,6 +94,10 @@ def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterat
                 shutil.rmtree(folder, ignore_errors=True)
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where a stage turns it into KeyboardInterrupt
+        name = str(e) if str(e) in signal.Signals.__members__ else "SIGINT"
+        sys.stderr.write(f"interrupted by {name}\n")
+        sys.exit(128 + signal.Signals[name].value)
 
 
 def hydra_main(

@@ -201,3 +201,92 @@ class MlflowRun:
     def end(self, status: str = "FINISHED") -> None:
         """Close the run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
         self._call("end", "set_terminated", status=status)
+
+    def reopen(self) -> None:
+        """Mark an attached run (e.g. a KILLED training being resumed) as running again."""
+        self._call("reopen", "update_run", status="RUNNING")
+
+    def register(self, name: str, artifact_path: str, alias: str | None = None) -> dict[str, Any] | None:
+        """Register ``artifact_path`` of this run as a new version of model ``name`` and point ``alias`` at it.
+
+        Returns ``{"name", "version", "alias", "source"}``, or None when tracking is off or registration fails
+        (one warning, as for every other call).
+        """
+        if not self.active:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client = self._client
+            try:
+                client.create_registered_model(name)
+            except MlflowException as e:
+                if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+                    raise
+            source = f"{client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
+            version = client.create_model_version(name, source, run_id=self.run_id)
+            if alias:
+                client.set_registered_model_alias(name, alias, version.version)
+        except Exception as e:
+            self._fail("register", e)
+            return None
+        log.info("MLflow model registry: %s version %s%s", name, version.version, f" (@{alias})" if alias else "")
+        return {"name": name, "version": int(version.version), "alias": alias, "source": source}
+
+
+def _existing_store(tracking_uri: str) -> Any:
+    """A client of a store that exists (MlflowClient would create an empty SQLite store where there is none)."""
+    from mlflow.tracking import MlflowClient
+
+    from dronevision.errors import DroneVisionError
+
+    if urlparse(tracking_uri).scheme == "sqlite" and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise DroneVisionError(f"no MLflow store at {tracking_uri}")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _get_run(client: Any, tracking_uri: str, run_id: str) -> Any:
+    from dronevision.errors import DroneVisionError
+
+    try:
+        return client.get_run(str(run_id))
+    except Exception:
+        raise DroneVisionError(f"run {run_id} does not exist in the MLflow store {tracking_uri}") from None
+
+
+def fetch_artifact(tracking_uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Download one artifact of a recorded run; a missing store, run or artifact is a one-line error.
+
+    Raises:
+        DroneVisionError: the store, the run or the artifact does not exist.
+    """
+    from dronevision.errors import DroneVisionError
+
+    with _fail_fast():
+        client = _existing_store(tracking_uri)
+        _get_run(client, tracking_uri, run_id)
+        try:
+            dst.mkdir(parents=True, exist_ok=True)
+            return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
+        except Exception:
+            raise DroneVisionError(f"run {run_id} has no artifact {artifact_path}") from None
+
+
+def find_runs(tracking_uri: str, *, run_ids: list[str] | None = None, experiment: str | None = None) -> list[Any]:
+    """Recorded runs by id, or every finished run of an experiment (newest first); a missing one is a one-line error.
+
+    Raises:
+        DroneVisionError: the store, a run or the experiment does not exist.
+    """
+    from dronevision.errors import DroneVisionError
+
+    with _fail_fast():
+        client = _existing_store(tracking_uri)
+        if run_ids:
+            return [_get_run(client, tracking_uri, run_id) for run_id in run_ids]
+        found = client.get_experiment_by_name(str(experiment))
+        if found is None:
+            raise DroneVisionError(f"experiment '{experiment}' does not exist in the MLflow store {tracking_uri}")
+        return client.search_runs(
+            [found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]
+        )

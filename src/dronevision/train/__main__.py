@@ -1,0 +1,3 @@
+from dronevision.train.command import main
+
+main()

@@ -1,0 +1,307 @@
+"""``python -m dronevision.train``: one MLflow run per training, from config to evaluated, exported, registered model.
+
+Tests call :func:`run`; ``main`` is the command. ``train.resume=true`` with the ``out_dir`` of an interrupted run
+continues it from ``last.pt`` in the same MLflow run; ``--from-run <run_id>`` re-runs a recorded run's config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dronevision.cli import hydra_main, resolve_out_dir, write_summary
+from dronevision.dataset import YoloDataset, load_yolo_dataset, manifest_lines, manifest_sha256, write_data_yaml
+from dronevision.errors import DroneVisionError
+from dronevision.tracking import MlflowRun, flatten, git_state
+from dronevision.train.args import check_resume_settings, resolve_model, train_overrides, ultralytics_train_args
+from dronevision.train.lineage import config_differences, expand_from_run, recorded_config
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "mlflow_run.json"  # which MLflow run an out_dir belongs to, for train.resume
+
+
+def _resume_config(cfg: DictConfig, out_dir: Path) -> tuple[DictConfig, dict[str, Any], Path | None]:
+    """The interrupted run's own config, its MLflow run, and its ``last.pt`` (None if it never finished an epoch)."""
+    saved, run_file = out_dir / "config.yaml", out_dir / RUN_FILE
+    if not saved.is_file() or not run_file.is_file():
+        raise DroneVisionError(
+            f"train.resume=true: {out_dir} holds no interrupted training ({saved.name} or {RUN_FILE} missing); "
+            "pass the out_dir of the run to resume"
+        )
+    recorded = OmegaConf.load(saved)
+    ignored = config_differences(OmegaConf.to_container(recorded), OmegaConf.to_container(cfg, resolve=True))
+    if ignored:
+        log.warning("resume uses the recorded config of %s; ignoring: %s", out_dir, "; ".join(ignored[:10]))
+    recorded.train.resume = True
+    last = out_dir / "train" / "weights" / "last.pt"
+    return recorded, json.loads(run_file.read_text()), last if last.is_file() else None
+
+
+def _dataset_lineage(dataset: YoloDataset, sha: str) -> dict[str, str]:
+    """Dataset params: our manifest hash, and the dataset stage's own manifest.json when the folder has one."""
+    lineage = {"dataset.sha256": sha, "dataset.root": str(dataset.root)}
+    manifest = dataset.root / "manifest.json"
+    if manifest.is_file():
+        from dronevision.dataset.writer import sha256_file
+
+        lineage.update({"dataset.manifest": str(manifest), "dataset.manifest_sha256": sha256_file(manifest)})
+    return lineage
+
+
+def _log_results_csv(tracker: MlflowRun, results: Path) -> None:
+    """Per-epoch metrics from ultralytics' results.csv (DDP workers cannot log to our run themselves)."""
+    if not results.is_file():
+        return
+    with results.open() as f:
+        for row in csv.DictReader(f):
+            epoch = int(float(row.pop("epoch")))
+            tracker.log_metrics({k.strip(): float(v) for k, v in row.items() if v not in ("", None)}, step=epoch)
+
+
+def _after_training(
+    cfg: DictConfig, trainer: Any, dataset: YoloDataset, data_yaml: Path, out_dir: Path, threads: int
+) -> dict[str, Any]:
+    """Evaluate the best weights on the val split and export them to ONNX, checked against PyTorch."""
+    from dronevision.evaluate import evaluate_checkpoint
+    from dronevision.export import export_onnx, onnx_max_abs_diff
+
+    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    imgsz, device = int(trainer.args.imgsz), trainer.args.device
+    device = str(device).split(",")[0] if device is not None else None  # evaluate on the first of DDP's devices
+    evaluation = evaluate_checkpoint(
+        best,
+        dataset,
+        data_yaml,
+        split="val",
+        imgsz=imgsz,
+        batch=cfg.evaluate.batch,
+        device=device,
+        out_dir=out_dir / "val",
+        plots=bool(trainer.args.plots),
+    )
+    epochs_completed = int(trainer.epoch) + 1
+    summary: dict[str, Any] = {
+        "weights": str(best),
+        "metrics": evaluation["ultralytics"],
+        "coco": evaluation["coco"],
+        "epochs_completed": epochs_completed,
+        "stopped_early": epochs_completed < int(trainer.epochs),
+    }
+    summary["onnx"] = summary["onnx_max_abs_diff"] = None
+    if cfg.export.enabled:
+        onnx = export_onnx(
+            best, imgsz=imgsz, opset=cfg.export.opset, dynamic=cfg.export.dynamic, simplify=cfg.export.simplify
+        )
+        diff = onnx_max_abs_diff(best, onnx, dataset.splits["val"][0], imgsz=imgsz, threads=threads)
+        log.info("ONNX %s: max |ONNX Runtime - PyTorch| = %.3g", onnx, diff)
+        summary.update(onnx=str(onnx), onnx_max_abs_diff=diff)
+    return summary
+
+
+def _log_results(tracker: MlflowRun, out_dir: Path, summary: dict[str, Any]) -> None:
+    """Final metrics and the artifacts: weights, ONNX, plots, summary."""
+    tracker.log_metrics({f"final/{k}": v for k, v in summary["metrics"].items()})
+    tracker.log_metrics({f"final/coco_{k}": v for k, v in summary["coco"].items()})
+    if summary["onnx_max_abs_diff"] is not None:
+        tracker.log_metrics({"final/onnx_max_abs_diff": summary["onnx_max_abs_diff"]})
+    tracker.log_metrics({"augment/negatives_made": summary["augment"]["negatives_made"]})
+    tracker.log_artifact(Path(summary["weights"]), "weights")
+    if summary["onnx"]:
+        tracker.log_artifact(Path(summary["onnx"]), "weights")
+    for folder in ("train", "val"):
+        for plot in sorted((out_dir / folder).glob("*")):
+            if plot.suffix in {".png", ".jpg", ".csv"}:
+                tracker.log_artifact(plot, f"plots/{folder}")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    m, c = summary["metrics"], summary["coco"]
+    lines = [
+        f"dronevision train: done in {summary['seconds']:.0f} s ({summary['epochs_completed']} epochs"
+        f"{', stopped early' if summary['stopped_early'] else ''})",
+        f"  metrics  mAP50 {m['map50']:.3f}  mAP50-95 {m['map50_95']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}"
+        f"  (pycocotools AP50 {c['AP50']:.3f}  AP {c['AP']:.3f})",
+        f"  weights  {summary['weights']}",
+    ]
+    if summary["onnx"]:
+        lines.append(f"  onnx     {summary['onnx']}  (max |ORT - PyTorch| {summary['onnx_max_abs_diff']:.2g})")
+    if summary["mlflow"]["ok"]:
+        lines.append(f"  mlflow   run {summary['run_id']} in experiment '{summary['experiment']}'")
+        if summary["registered_model"]:
+            r = summary["registered_model"]
+            lines.append(f"           registered as {r['name']} version {r['version']} (@{r['alias']})")
+        lines.append(f"           view: mlflow ui --backend-store-uri {summary['tracking_uri']}")
+    else:
+        lines.append(f"  mlflow   not tracked: {summary['mlflow']['error']}")
+    lines.append(f"  summary  {Path(summary['out_dir']) / 'summary.json'}")
+    print("\n".join(lines))
+
+
+def _start_tracking(cfg: DictConfig, out_dir: Path, resumed: dict[str, Any] | None, tags: dict[str, str]) -> MlflowRun:
+    """Open the run (or reopen the interrupted one) and remember which run this out_dir belongs to."""
+    if resumed is not None:
+        tracker = MlflowRun.attach(resumed["tracking_uri"], resumed["run_id"])
+        tracker.reopen()
+        tracker.set_tags({"dronevision.resumed": "true"})
+        return tracker
+    tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name")).start(tags=tags)
+    (out_dir / RUN_FILE).write_text(
+        json.dumps(
+            {"run_id": tracker.run_id, "tracking_uri": cfg.mlflow.tracking_uri, "experiment": tracker.experiment}
+        )
+    )
+    return tracker
+
+
+def _killed(out_dir: Path, tracker: MlflowRun, signal_name: str | None) -> None:
+    """Mark the run KILLED and leave a summary saying how to resume it."""
+    tracker.end("KILLED")
+    last = out_dir / "train" / "weights" / "last.pt"
+    resume = f"python -m dronevision.train out_dir={out_dir} train.resume=true"
+    write_summary(
+        out_dir,
+        {
+            "status": "killed",
+            "signal": signal_name or "SIGINT",
+            "last_pt": str(last) if last.is_file() else None,
+            "resume": resume,
+            "run_id": tracker.run_id,
+            "out_dir": str(out_dir),
+        },
+    )
+    log.warning(
+        "training interrupted by %s; run %s marked KILLED; %s; resume with: %s",
+        signal_name or "SIGINT",
+        tracker.run_id,
+        f"last.pt holds the last finished epoch ({last})" if last.is_file() else "no epoch had finished",
+        resume,
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, evaluate the best weights with pycocotools, export ONNX, register the model; returns summary.json."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from dronevision.augment import load_policy, negatives_made, preview_grid
+    from dronevision.train.trainer import fit, interruptible
+
+    started = time.perf_counter()
+    out_dir = resolve_out_dir(cfg)
+    check_resume_settings(cfg.train)
+    resumed, last = None, None
+    if cfg.train.resume:
+        cfg, resumed, last = _resume_config(cfg, out_dir)
+    # Check everything the user gave before writing anything.
+    args = ultralytics_train_args(OmegaConf.to_container(cfg.train, resolve=True), DEFAULT_CFG_DICT)
+    args.pop("resume", None)
+    model = resolve_model(cfg.model)
+    policy_cfg = OmegaConf.to_container(cfg.augment, resolve=True)
+    policy = load_policy(policy_cfg, imgsz=int(cfg.train.imgsz))
+    dataset = load_yolo_dataset(cfg.dataset.path)
+    manifest = manifest_lines(dataset)  # also parses every label file
+    dataset_sha = manifest_sha256(manifest)
+    from_run = cfg.get("from_run")
+    recorded = recorded_config(cfg.mlflow.tracking_uri, from_run) if from_run and not resumed else None
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if recorded is not None:
+        changed = config_differences(recorded, resolved)
+        log.info("re-run of %s; config changes: %s", from_run, "; ".join(changed) if changed else "none")
+    (out_dir / "dataset_manifest.tsv").write_text("".join(f"{line}\n" for line in manifest))
+    data_yaml = write_data_yaml(dataset, out_dir / "data" / "data.yaml")
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    (out_dir / "augment").mkdir(exist_ok=True)
+    (out_dir / "augment" / "policy.yaml").write_text(OmegaConf.to_yaml(policy_cfg))
+    preview = preview_grid(policy, dataset, out_dir / "augment" / "preview.png", seed=int(cfg.train.seed or 0))
+    threads = int(cfg.threads or os.cpu_count() or 1)
+    lineage = _dataset_lineage(dataset, dataset_sha)
+    tags = {**git_state(Path(__file__).parent), "dronevision.stage": "train", **lineage, "augment.policy": policy.name}
+    if from_run:
+        tags["dronevision.from_run"] = str(from_run)
+
+    tracker = _start_tracking(cfg, out_dir, resumed, tags)
+    if resumed is None:
+        tracker.log_params({**flatten(resolved), **lineage})
+        tracker.log_artifact(out_dir / "config.yaml")
+        tracker.log_artifact(out_dir / ".hydra", "hydra")
+        tracker.log_artifact(out_dir / "dataset_manifest.tsv")
+        tracker.log_artifact(out_dir / "augment", "augment")
+    status, ddp = "FAILED", "," in str(args.get("device"))
+    with interruptible() as signals:
+        try:
+            trainer = fit(
+                model,
+                data_yaml,
+                out_dir,
+                {**args, "augmentations": policy.transforms},
+                policy_cfg=policy_cfg,
+                on_epoch=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch),
+                threads=threads,
+                resume_from=last,
+            )
+            if ddp:
+                _log_results_csv(tracker, out_dir / "train" / "results.csv")
+            summary = _after_training(cfg, trainer, dataset, data_yaml, out_dir, threads)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            _killed(out_dir, tracker, signals.received)
+            raise
+        finally:
+            if status == "FAILED":
+                tracker.end("FAILED")
+    counts = dataset.counts()
+    augment_dataset = getattr(trainer, "augment_dataset", None)
+    summary.update(
+        run_id=tracker.run_id,
+        tracking_uri=tracker.tracking_uri,
+        experiment=tracker.experiment,
+        resumed=resumed is not None,
+        from_run=from_run,
+        dataset={
+            "path": str(dataset.yaml_path),
+            "classes": list(dataset.names.values()),
+            "n_train": counts["train"],
+            "n_val": counts["val"],
+            "sha256": dataset_sha,
+            **{k.removeprefix("dataset."): v for k, v in lineage.items() if k != "dataset.sha256"},
+        },
+        augment={
+            "policy": policy.name,
+            "preview": str(preview),
+            "negatives_made": negatives_made(augment_dataset) if augment_dataset is not None else 0,
+        },
+        out_dir=str(out_dir),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    _log_results(tracker, out_dir, summary)
+    registry = cfg.mlflow.get("registry") or {}
+    summary["registered_model"] = (
+        tracker.register(registry["name"], "weights", registry.get("alias")) if registry.get("name") else None
+    )
+    summary["mlflow"] = {"ok": tracker.active, "error": tracker.error}
+    tracker.log_artifact(write_summary(out_dir, summary))
+    tracker.end("FINISHED")
+    if summary["mlflow"]["ok"] != tracker.active:  # an upload failed after the summary was written
+        summary["mlflow"] = {"ok": tracker.active, "error": tracker.error}
+        write_summary(out_dir, summary)
+    _print_summary(summary)
+    return summary
+
+
+def _rewrite(overrides: list[str]) -> list[str]:
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return train_overrides(expand_from_run(overrides), DEFAULT_CFG_DICT)
+
+
+main = hydra_main("train", run, _rewrite)

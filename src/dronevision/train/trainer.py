@@ -1,0 +1,215 @@
+"""The ultralytics side of training: our trainer classes, signal handling, and the fit call.
+
+The trainer classes are plain ultralytics trainers plus two things that must also hold in DDP worker processes
+(which ultralytics rebuilds from the trainer class alone): the augmentation policy with its min-visibility rule
+and counted negatives (:mod:`dronevision.augment`), and checkpoints that a signal cannot cut in half.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ultralytics.models.rtdetr.train import RTDETRTrainer
+from ultralytics.models.yolo.detect import DetectionTrainer
+
+from dronevision.train.args import ModelSpec
+
+log = logging.getLogger(__name__)
+
+POLICY_ENV = "DRONEVISION_AUGMENT"  # the augment config as JSON, read by every trainer process
+
+
+# --- signals ---------------------------------------------------------------------------------------------------
+
+
+class _Signals:
+    """SIGINT and SIGTERM both stop training as KeyboardInterrupt, never in the middle of writing a checkpoint."""
+
+    received: str | None = None
+    _saving = 0
+    _pending = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.received = signal.Signals(signum).name
+        if cls._saving:
+            cls._pending = True
+            return
+        raise KeyboardInterrupt(cls.received)
+
+    @classmethod
+    @contextmanager
+    def saving(cls) -> Iterator[None]:
+        cls._saving += 1
+        try:
+            yield
+        finally:
+            cls._saving -= 1
+        if cls._pending and not cls._saving:
+            cls._pending = False
+            raise KeyboardInterrupt(cls.received)
+
+
+@contextmanager
+def interruptible() -> Iterator[type[_Signals]]:
+    """Within the block, SIGTERM stops the process as Ctrl-C does (KeyboardInterrupt); handlers restored after.
+
+    Yields the class whose ``received`` attribute names the signal that arrived, if any.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield _Signals
+        return
+    _Signals.received, _Signals._pending = None, False
+    saved = {s: signal.signal(s, _Signals.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield _Signals
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+# --- trainers --------------------------------------------------------------------------------------------------
+
+
+def _policy() -> Any:
+    """The augmentation policy of this training, from the environment (so DDP workers see it too)."""
+    raw = os.environ.get(POLICY_ENV)
+    if not raw:
+        return None
+    from dronevision.augment import load_policy
+
+    return load_policy(json.loads(raw))
+
+
+class _DroneVisionMixin:
+    """Applies the augmentation policy to the training set; writes checkpoints atomically with respect to signals."""
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+        dataset = super().build_dataset(img_path, mode, batch)  # type: ignore[misc]
+        policy = _policy() if mode == "train" else None
+        if policy is not None and hasattr(dataset, "transforms"):
+            from dronevision.augment import use_policy
+
+            use_policy(dataset, policy)
+            self.augment_dataset = dataset
+        return dataset
+
+    def save_model(self) -> None:
+        with _Signals.saving():
+            super().save_model()  # type: ignore[misc]
+
+
+class DroneVisionTrainer(_DroneVisionMixin, DetectionTrainer):
+    """ultralytics' DetectionTrainer with dronevision's augmentation policy and signal-safe checkpoints."""
+
+
+class DroneVisionRTDETRTrainer(_DroneVisionMixin, RTDETRTrainer):
+    """ultralytics' RTDETRTrainer with dronevision's augmentation policy and signal-safe checkpoints."""
+
+
+# --- fit -------------------------------------------------------------------------------------------------------
+
+_DROPPED_CALLBACKS = ("ultralytics.utils.callbacks.mlflow", "ultralytics.utils.callbacks.raytune")
+
+
+def _drop_ultralytics_callbacks(trainer: Any) -> None:
+    """Remove ultralytics' MLflow callback (dronevision logs the one run itself) and its Ray Tune callback (on
+    whenever ray is installed; dronevision uses Ray for sampling, not tuning)."""
+    for event, fns in trainer.callbacks.items():
+        trainer.callbacks[event] = [f for f in fns if getattr(f, "__module__", "") not in _DROPPED_CALLBACKS]
+
+
+def _skip_amp_download() -> None:
+    """ultralytics' AMP check downloads a model on CUDA; offline we trust AMP and say so."""
+    import ultralytics.engine.trainer as trainer_module
+
+    def check_amp(model: Any) -> bool:
+        log.info(
+            "AMP check skipped (it needs a downloaded model); training with AMP. Set train.amp=false if losses NaN"
+        )
+        return True
+
+    trainer_module.check_amp = check_amp
+
+
+@contextmanager
+def _env(key: str, value: str | None) -> Iterator[None]:
+    saved = os.environ.get(key)
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
+
+
+def fit(
+    model: ModelSpec,
+    data_yaml: Path,
+    out_dir: Path,
+    args: dict[str, Any],
+    *,
+    policy_cfg: Mapping[str, Any] | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    threads: int,
+    resume_from: Path | None = None,
+) -> Any:
+    """Run ultralytics training into ``out_dir/train``; returns the trainer.
+
+    Args:
+        model: architecture and optional starting weights.
+        data_yaml: the dataset.
+        out_dir: the run's folder; ultralytics writes ``train/`` inside it.
+        args: ultralytics train arguments (``augmentations`` included).
+        policy_cfg: the augment config group (None: ultralytics' own Albumentations behaviour).
+        on_epoch: called with (epoch, metrics) after each epoch (not in DDP workers).
+        threads: torch CPU threads.
+        resume_from: a ``last.pt`` to continue from (ultralytics restores every argument from it).
+    """
+    from ultralytics import RTDETR, YOLO
+
+    from dronevision.train_speed import tune_cpu
+
+    cls = RTDETR if model.family == "rtdetr" else YOLO
+    if resume_from is not None:
+        net = cls(str(resume_from))
+        args = {"resume": True, "augmentations": args.get("augmentations")}
+    else:
+        net = cls(model.arch) if model.family == "rtdetr" else cls(model.arch, task="detect")
+        if model.weights is not None:
+            net.load(str(model.weights))
+
+    def on_pretrain_routine_start(trainer: Any) -> None:
+        _drop_ultralytics_callbacks(trainer)
+        tune_cpu(trainer, threads=threads)
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        if on_epoch is not None:
+            on_epoch(trainer.epoch + 1, {**losses, **trainer.metrics, **trainer.lr})
+
+    net.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)
+    if "," not in str(args.get("device")):  # DDP workers get their metrics from results.csv afterwards
+        net.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    _skip_amp_download()
+    with _env(POLICY_ENV, json.dumps(dict(policy_cfg)) if policy_cfg is not None else None):
+        net.train(
+            trainer=DroneVisionRTDETRTrainer if model.family == "rtdetr" else DroneVisionTrainer,
+            data=str(data_yaml),
+            **({} if resume_from is not None else {"project": str(out_dir), "name": "train", "exist_ok": True}),
+            **args,
+        )
+    return net.trainer
