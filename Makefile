@@ -19,7 +19,8 @@ install: $(STAMP)
 
 DEMO   ?= runs/demo
 ## demo: flyover videos -> sample -> labels -> dataset -> 1 epoch; then the bundled aerial-cars -> dataset ->
-##       train yolov8n -> evaluate -> export FP32/FP16/INT8 -> benchmark against the footage target.
+##       augment preview -> train yolov8n -> evaluate (COCO + VisDrone protocols) -> export FP32/FP16/INT8 ->
+##       benchmark against the footage target.
 demo: $(STAMP)
 	rm -rf $(DEMO)/flights $(DEMO)/sample
 	$(PY) -m dronevision.synth out_dir=$(DEMO)/flights name=flightA seed=1 n_frames=300 fps=10
@@ -32,8 +33,11 @@ demo: $(STAMP)
 		out_dir=$(DEMO)/flights-train mlflow.experiment=demo-flyover
 	$(PY) -m dronevision.dataset source.format=yolo source.path=data/samples/aerial-cars split=roboflow_flights \
 		out_dir=$(DEMO)/dataset overwrite=true
+	rm -rf $(DEMO)/augment-preview $(DEMO)/evaluate $(DEMO)/export $(DEMO)/benchmark
+	$(PY) -m dronevision.augment preview dataset.path=$(DEMO)/dataset augment=aerial out_dir=$(DEMO)/augment-preview
 	$(PY) -m dronevision.train experiment=vehicles_v1 dataset.path=$(DEMO)/dataset out_dir=$(DEMO)/train
-	rm -rf $(DEMO)/export $(DEMO)/benchmark
+	$(PY) -m dronevision.evaluate weights=$(DEMO)/train/train/weights/best.pt dataset.path=$(DEMO)/dataset \
+		out_dir=$(DEMO)/evaluate
 	$(PY) -m dronevision.export weights=$(DEMO)/train/train/weights/best.pt out_dir=$(DEMO)/export \
 		export.dynamic=true export.half=true export.int8=true export.calibration=$(DEMO)/dataset
 	$(PY) -m dronevision.benchmark model=$(DEMO)/export/model_fp32.onnx out_dir=$(DEMO)/benchmark \

@@ -1,6 +1,7 @@
 """Pre-labelling for human review: run a detector on images, write its boxes for CVAT, Label Studio or YOLO.
 
-:func:`prelabel` runs a checkpoint (through :func:`dronevision.evaluate.predict`) and returns per image
+:func:`prelabel` runs a checkpoint (through :func:`dronevision.evaluate.predict`, or, with ``slicing.enabled``,
+through sliced inference: :func:`dronevision.slicing.sliced_predict`) and returns per image
 ``(path, (w, h), Detections)``; the writers need no model. What reviewers send back is read by the dataset stage:
 CVAT XML with ``source.format=cvat`` (:func:`dronevision.dataset.cvat.read_cvat`), Label Studio JSON with
 :func:`dronevision.dataset.labelstudio.read_label_studio`, a YOLO folder with ``source.format=yolo``. Coordinates are
@@ -194,6 +195,49 @@ def cvat_images_xml(items: Sequence[tuple[str, tuple[int, int], Detections]], na
     return root
 
 
+SLICING_KEYS = (
+    "enabled",
+    "runtime",
+    "threads",
+    "tile",
+    "overlap",
+    "batch",
+    "full_frame",
+    "merge",
+    "match",
+    "match_threshold",
+    "class_agnostic",
+)
+
+
+def slicing_params(slicing: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The sliced-inference settings to use, or None for plain inference (no mapping, or ``enabled`` false).
+
+    Keys: ``enabled``, ``runtime`` and ``threads`` (for :func:`dronevision.slicing.load_detector`), and
+    :func:`dronevision.slicing.sliced_predict`'s ``tile``, ``overlap``, ``batch``, ``full_frame``, ``merge``,
+    ``match``, ``match_threshold``, ``class_agnostic``. Missing keys take those functions' defaults; None values
+    count as missing.
+
+    Examples:
+        >>> slicing_params({"enabled": True, "tile": 512, "merge": None})
+        {'tile': 512}
+        >>> slicing_params({"enabled": False, "tile": 512}) is None, slicing_params(None) is None
+        (True, True)
+        >>> slicing_params({"enabled": True, "tiles": 512})
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: unknown slicing keys ['tiles']; valid: enabled, runtime, threads, ...
+    """
+    if not slicing:
+        return None
+    unknown = sorted(set(slicing) - set(SLICING_KEYS))
+    if unknown:
+        raise DroneVisionError(f"unknown slicing keys {unknown}; valid: {', '.join(SLICING_KEYS)}")
+    if not slicing.get("enabled"):
+        return None
+    return {k: v for k, v in slicing.items() if k != "enabled" and v is not None}
+
+
 # --- I/O adapters ----------------------------------------------------------------------------------------------
 
 
@@ -216,6 +260,7 @@ def prelabel(
     imgsz: int = 640,
     device: str | None = None,
     class_map: Mapping[int, str] | None = None,
+    slicing: Mapping[str, Any] | None = None,
 ) -> tuple[list[Item], dict[int, str]]:
     """Run a detector on images for human review.
 
@@ -223,9 +268,11 @@ def prelabel(
         weights: a .pt or .onnx checkpoint.
         images: the image files.
         conf: the confidence threshold.
-        imgsz: the inference size.
+        imgsz: the inference size (of each tile, with slicing).
         device: ultralytics' device (``cpu``, ``0``, ...); None picks one.
         class_map: model class id -> name to write; ids not in it are dropped. Default: the model's ``names``.
+        slicing: sliced inference for small objects in large frames (see :func:`slicing_params`), e.g.
+            ``{"enabled": True, "tile": 640, "overlap": 0.2}``; None or ``enabled: false``: plain inference.
 
     Returns:
         ``(path, (w, h), boxes)`` per image (in ``images`` order) and the class id -> name map used.
@@ -234,6 +281,7 @@ def prelabel(
         DroneVisionError: ``weights`` or an image does not exist, or ``class_map`` names an id the model lacks.
     """
     from dronevision.evaluate import load_model, predict
+    from dronevision.slicing import load_detector, sliced_predict_iter
 
     weights = Path(weights)
     if not weights.is_file():
@@ -242,8 +290,20 @@ def prelabel(
     for path in paths:
         if not path.is_file():
             raise DroneVisionError(f"{path}: image file does not exist")
-    model = load_model(weights)
-    model_names = {int(k): str(v) for k, v in model.names.items()}
+    params = slicing_params(slicing)
+    if params is None:
+        model = load_model(weights)
+        model_names = {int(k): str(v) for k, v in model.names.items()}
+    else:
+        detector = load_detector(
+            weights,
+            runtime=params.pop("runtime", "auto"),
+            threads=params.pop("threads", None),
+            imgsz=imgsz,
+            conf=conf,
+            device=device,
+        )
+        model_names = dict(detector.names)
     if class_map is None:
         names = dict(sorted(model_names.items()))
     else:
@@ -252,9 +312,15 @@ def prelabel(
             raise DroneVisionError(f"class_map ids {unknown} are not classes of {weights} (it has {model_names})")
         names = {int(k): str(class_map[k]) for k in sorted(class_map)}
     sizes = [image_size(path) for path in paths]
-    detections = predict(model, [str(p) for p in paths], imgsz=imgsz, device=device, conf=conf)
+    if params is None:
+        detections = predict(model, [str(p) for p in paths], imgsz=imgsz, device=device, conf=conf)
+    else:
+        detections = sliced_predict_iter(detector, paths, progress=len(paths) > 1, **params)
     items = [(path, wh, select_classes(det, names)) for path, wh, det in zip(paths, sizes, detections)]
-    log.info("%s: %d boxes on %d images (conf >= %g)", weights, sum(len(d) for _, _, d in items), len(items), conf)
+    mode = "plain" if params is None else f"sliced {params}"
+    log.info(
+        "%s: %d boxes on %d images (conf >= %g, %s)", weights, sum(len(d) for _, _, d in items), len(items), conf, mode
+    )
     return items, names
 
 

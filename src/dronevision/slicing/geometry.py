@@ -1,6 +1,6 @@
-"""Tiles for small objects (the SAHI idea): tile geometry and boxes cut by tile edges.
+"""Tile geometry (the SAHI idea): tiles covering an image, boxes cut by tile edges, tile boxes moved to the image.
 
-Pure geometry, shared by the dataset stage (tiling) and, later, sliced inference.
+Pure geometry, shared by the dataset stage (tiling) and sliced inference (:mod:`dronevision.slicing.sliced`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ def slice_bboxes(resolution_wh: tuple[int, int], *, size: int, overlap: float) -
         [[0, 0, 640, 600], [360, 0, 1000, 600]]
         >>> slice_bboxes((300, 200), size=640, overlap=0.2).tolist()
         [[0, 0, 300, 200]]
+        >>> slice_bboxes((2000, 1500), size=640, overlap=0.2)[:, 0].tolist()  # 12 tiles, as SAHI cuts them
+        [0, 512, 1024, 1360, 0, 512, 1024, 1360, 0, 512, 1024, 1360]
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     w, h = resolution_wh
-    step = max(1, int(size * (1 - overlap)))
+    step = max(1, size - int(overlap * size))  # SAHI's rounding: int(0.7 * 640) is 447, 640 - int(0.3 * 640) is 448
     tiles = [[x, y, min(x + size, w), min(y + size, h)] for y in _starts(h, size, step) for x in _starts(w, size, step)]
     return np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
 
@@ -61,3 +63,14 @@ def clip_boxes(xyxy: np.ndarray, window_xyxy: np.ndarray) -> tuple[np.ndarray, n
     area = box_areas(xyxy)
     visible = np.divide(box_areas(clipped), area, out=np.zeros(len(xyxy)), where=area > 0)
     return clipped - np.array([x1, y1, x1, y1]), visible
+
+
+def shift_boxes(xyxy: np.ndarray, offsets_xy: np.ndarray) -> np.ndarray:
+    """Move ``(N, 4)`` boxes found in tiles to image coordinates by their tiles' top-left corners ``(N, 2)``.
+
+    Examples:
+        >>> shift_boxes(np.array([[1., 2, 3, 4]]), np.array([[100, 10]])).tolist()
+        [[101.0, 12.0, 103.0, 14.0]]
+    """
+    offsets = np.asarray(offsets_xy, dtype=np.float64).reshape(-1, 2)
+    return np.asarray(xyxy, dtype=np.float64).reshape(-1, 4) + np.tile(offsets, 2)

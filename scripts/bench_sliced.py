@@ -1,0 +1,420 @@
+"""Sliced inference speed and agreement: dronevision.slicing against SAHI's ``get_sliced_prediction``.
+
+Builds 2000x1500 frames from the bundled aerial-cars images (a mosaic of real photos, so there are real vehicles),
+takes a YOLOv8n ``.pt`` (``--weights``, or one trained here on aerial-cars and cached in a temp folder), exports it
+to a dynamic-batch ONNX, and times, on the same frames with the same tiles, confidence and merge settings:
+
+- SAHI ``get_sliced_prediction`` with ``UltralyticsDetectionModel`` on the ``.pt`` (the reference; ultralytics runs
+  torch on ``cpu_count - 1`` threads, as it sets itself), and the same with torch on every core;
+- ours on the ``.pt`` (``torch``: ultralytics' predictor, tiles in batches, every core): the same backend as SAHI,
+  for the agreement check;
+- ours on the ONNX with OpenVINO (f32 and its CPU default precision) and ONNX Runtime: tiles in batches.
+
+Each method gets a warm-up pass over every frame, then ``--rounds`` interleaved rounds over all frames (so a slow
+spell of a shared machine does not fall on one method). s/frame is the median over rounds of a round's mean; the
+speed-up is SAHI's s/frame over the method's. The match rate is the share of SAHI's boxes that a box of ours
+matches one-to-one at IoU >= 0.9 with the same class (greedy by IoU); "extra" counts our boxes SAHI lacks.
+
+    python scripts/bench_sliced.py [--weights best.pt] [--frames 4] [--rounds 3] [--batch 1 6] [--no-full-frame]
+
+Another process using the CPU while a round is timed makes that round be timed again (``--max-others``), and each
+round first waits for a quiet machine; the summary says how many cores others used at most while timed.
+
+The goal (issue 6): ours >= 3x faster than SAHI, and >= 99% of SAHI's boxes matched with the same backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import dronevision  # noqa: F401  (offline environment before ultralytics is imported)
+from dronevision.benchmark.measure import cpu_name
+from dronevision.schema import Detections
+from dronevision.slicing import Detector, load_detector, pairwise_overlap, slice_bboxes, sliced_predict
+from dronevision.slicing.detector import default_threads
+
+log = logging.getLogger("bench_sliced")
+
+REPO = Path(__file__).resolve().parents[1]
+AERIAL_CARS = REPO / "data" / "samples" / "aerial-cars"
+
+
+# --- pure helpers ----------------------------------------------------------------------------------------------
+
+
+def match_counts(reference: Detections, ours: Detections, *, iou: float = 0.9) -> int:
+    """How many reference boxes a box of ours matches one-to-one (same class, IoU >= ``iou``, greedy by IoU).
+
+    Examples:
+        >>> ref = Detections(xyxy=[[0, 0, 10, 10], [20, 0, 30, 10]], class_id=[0, 0])
+        >>> match_counts(ref, Detections(xyxy=[[0, 0, 10, 10.5], [20, 0, 30, 10]], class_id=[0, 1]))
+        1
+    """
+    if not len(reference) or not len(ours):
+        return 0
+    overlap = pairwise_overlap(reference.xyxy, ours.xyxy, match="iou")
+    overlap[reference.class_id[:, None] != ours.class_id[None, :]] = 0
+    pairs = np.argwhere(overlap >= iou)
+    pairs = pairs[np.argsort(-overlap[pairs[:, 0], pairs[:, 1]], kind="stable")]
+    used_ref, used_ours = set(), set()
+    for r, o in pairs.tolist():
+        if r not in used_ref and o not in used_ours:
+            used_ref.add(r)
+            used_ours.add(o)
+    return len(used_ref)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table."""
+    head = "| method | runtime | threads | batch | s/frame | speed-up vs SAHI | boxes | match rate | extra |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        match = "reference" if r["reference"] else f"{r['match_rate']:.2%}"
+        lines.append(
+            f"| {r['method']} | {r['runtime']} | {r['threads']} | {r['batch']} | {r['s_per_frame']:.3f} | "
+            f"{r['speedup']:.2f}x | {r['boxes']} | {match} | {r['extra']} |"
+        )
+    return "\n".join(lines)
+
+
+def busy_cpu_s() -> float | None:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``); None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OthersMeter:
+    """How many cores other processes used while we timed (this machine is shared): system busy minus ours."""
+
+    def __enter__(self) -> OthersMeter:
+        self.busy, self.ours, self.wall = busy_cpu_s(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = busy_cpu_s()
+        wall = time.perf_counter() - self.wall
+        if busy is None or self.busy is None or wall <= 0:
+            self.cores = 0.0
+            return
+        self.cores = max(0.0, (busy - self.busy) - (time.process_time() - self.ours)) / wall
+
+
+def wait_for_quiet(max_wait_s: float, *, idle_cores: float = 0.2, window_s: float = 3.0) -> float:
+    """Wait (up to ``max_wait_s``) until other processes use less than ``idle_cores`` cores; returns the seconds."""
+    started = time.time()
+    while time.time() - started < max_wait_s:
+        with OthersMeter() as meter:
+            time.sleep(window_s)
+        if meter.cores < idle_cores:
+            break
+        log.info("other processes use %.2f cores; waiting for a quiet machine", meter.cores)
+    return time.time() - started
+
+
+# --- data and model --------------------------------------------------------------------------------------------
+
+
+def build_frames(*, n: int, wh: tuple[int, int], scale: float, seed: int) -> list[np.ndarray]:
+    """``n`` BGR frames of ``wh``: mosaics of aerial-cars validation and test photos, each resized by ``scale``."""
+    import cv2
+
+    photos = sorted((AERIAL_CARS / "valid" / "images").glob("*.jpg")) + sorted(
+        (AERIAL_CARS / "test" / "images").glob("*.jpg")
+    )
+    if not photos:
+        raise SystemExit(f"no images under {AERIAL_CARS}")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        side = round(416 * scale)
+        cols, rows = math.ceil(wh[0] / side), math.ceil(wh[1] / side)
+        canvas = np.zeros((rows * side, cols * side, 3), np.uint8)
+        for k, i in enumerate(rng.choice(len(photos), rows * cols, replace=len(photos) < rows * cols)):
+            photo = cv2.resize(cv2.imread(str(photos[i])), (side, side), interpolation=cv2.INTER_LINEAR)
+            r, c = divmod(k, cols)
+            canvas[r * side : (r + 1) * side, c * side : (c + 1) * side] = photo
+        frames.append(np.ascontiguousarray(canvas[: wh[1], : wh[0]]))
+    return frames
+
+
+def train_weights(cache: Path, *, epochs: int, imgsz: int) -> Path:
+    """A YOLOv8n trained from scratch on aerial-cars (``yolov8n.yaml``: nothing downloaded), cached in ``cache``."""
+    from ultralytics import YOLO
+
+    name = f"yolov8n-aerial-cars-e{epochs}-{imgsz}"
+    weights = cache / name / "weights" / "last.pt"
+    if weights.is_file():
+        log.info("cached weights: %s", weights)
+        return weights
+    data = cache / "aerial-cars.yaml"
+    data.write_text(
+        f"path: {AERIAL_CARS}\ntrain: train/images\nval: valid/images\ntest: test/images\nnames:\n  0: vehicle\n"
+    )
+
+    def mlflow_off(trainer: Any) -> None:
+        for event, fns in trainer.callbacks.items():
+            trainer.callbacks[event] = [f for f in fns if "callbacks.mlflow" not in getattr(f, "__module__", "")]
+
+    log.info("training %s for %d epochs at %d (CPU; cached for later runs)", name, epochs, imgsz)
+    model = YOLO("yolov8n.yaml", task="detect")
+    model.add_callback("on_pretrain_routine_start", mlflow_off)
+    model.train(
+        data=str(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=16,
+        device="cpu",
+        workers=2,
+        project=str(cache),
+        name=name,
+        exist_ok=True,
+        plots=False,
+        verbose=False,
+        seed=0,
+    )
+    return weights
+
+
+def export_dynamic_onnx(weights: Path, cache: Path, *, imgsz: int) -> Path:
+    """The checkpoint as a dynamic-batch ONNX (cached by the checkpoint's name, size and mtime)."""
+    from dronevision.export.convert import export_onnx
+
+    out = cache / f"{weights.parent.parent.name}-{weights.stem}-{int(weights.stat().st_mtime)}-{imgsz}-dynamic.onnx"
+    if not out.is_file():
+        export_onnx(weights, imgsz=imgsz, opset=17, dynamic=True, simplify=True, out=out)
+    return out
+
+
+# --- methods ---------------------------------------------------------------------------------------------------
+
+
+def torch_threads(n: int) -> Callable[[], None]:
+    """A call that sets torch's thread count to ``n`` (SAHI's ultralytics predictor resets it when set up)."""
+    import torch
+
+    return lambda: torch.set_num_threads(n)
+
+
+def sahi_method(weights: Path, args: argparse.Namespace, threads: int) -> Callable[[np.ndarray], Detections]:
+    """SAHI's get_sliced_prediction on the .pt, with torch on ``threads`` threads; returns a frame -> boxes call."""
+    from sahi.models.ultralytics import UltralyticsDetectionModel
+    from sahi.predict import get_sliced_prediction
+
+    model = UltralyticsDetectionModel(
+        model_path=str(weights), confidence_threshold=args.conf, device="cpu", image_size=args.imgsz
+    )
+    set_threads = torch_threads(threads)
+
+    def run(frame_bgr: np.ndarray) -> Detections:
+        set_threads()
+        result = get_sliced_prediction(
+            np.ascontiguousarray(frame_bgr[..., ::-1]),  # SAHI takes RGB arrays
+            model,
+            slice_height=args.tile,
+            slice_width=args.tile,
+            overlap_height_ratio=args.overlap,
+            overlap_width_ratio=args.overlap,
+            perform_standard_pred=args.full_frame,
+            postprocess_type={"nmm": "GREEDYNMM", "nms": "NMS"}[args.merge],
+            postprocess_match_metric=args.match.upper(),
+            postprocess_match_threshold=args.match_threshold,
+            postprocess_class_agnostic=args.class_agnostic,
+            verbose=0,
+        )
+        preds = result.object_prediction_list
+        return Detections(
+            xyxy=np.array([p.bbox.to_xyxy() for p in preds], float).reshape(-1, 4),
+            class_id=[p.category.id for p in preds],
+            confidence=[p.score.value for p in preds],
+        )
+
+    return run
+
+
+def ours_method(detector: Detector, args: argparse.Namespace, *, batch: int) -> Callable[[np.ndarray], Detections]:
+    """Our sliced_predict with ``detector``, the same tiles and merge settings as SAHI's, ``batch`` tiles a pass."""
+    params = {
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": batch,
+        "full_frame": args.full_frame,
+        "merge": args.merge,
+        "match": args.match,
+        "match_threshold": args.match_threshold,
+        "class_agnostic": args.class_agnostic,
+    }
+    return lambda frame: sliced_predict(detector, frame, **params)
+
+
+# --- entry point -----------------------------------------------------------------------------------------------
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=None, help="a YOLOv8 .pt (default: train one, cached)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs when training the model here")
+    parser.add_argument("--train-imgsz", type=int, default=640)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dronevision-bench-sliced")
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--size", type=int, nargs=2, default=(2000, 1500), metavar=("W", "H"))
+    parser.add_argument("--scale", type=float, default=640 / 416, help="photo scale in the mosaic (training scale)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tile", type=int, default=640)
+    parser.add_argument("--overlap", type=float, default=0.2)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--full-frame", action=argparse.BooleanOptionalAction, default=True, help="SAHI's default")
+    parser.add_argument("--merge", choices=("nmm", "nms"), default="nmm")
+    parser.add_argument("--match", choices=("ios", "iou"), default="ios")
+    parser.add_argument("--match-threshold", type=float, default=0.5)
+    parser.add_argument("--class-agnostic", action="store_true")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 6], help="tiles per forward pass for ours (a row each)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="threads for ours (default: every core)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-others", type=float, default=0.25, help="retime a round if others used more cores")
+    parser.add_argument("--retries", type=int, default=2, help="times a disturbed round is timed again")
+    parser.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for a quiet machine per round")
+    parser.add_argument(
+        "--methods", nargs="*", default=None, help="subset of sahi, sahi-all, torch, openvino-f32, openvino, ort-cpu"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    return parser
+
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from ultralytics.utils import NUM_THREADS
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    weights = args.weights or train_weights(args.cache, epochs=args.epochs, imgsz=args.train_imgsz)
+    onnx = export_dynamic_onnx(weights, args.cache, imgsz=args.imgsz)
+    frames = build_frames(n=args.frames, wh=tuple(args.size), scale=args.scale, seed=args.seed)
+    threads = args.threads or default_threads()
+    n_tiles = len(slice_bboxes(tuple(args.size), size=args.tile, overlap=args.overlap))
+
+    methods: dict[str, tuple[str, str, int, Any, Callable[[np.ndarray], Detections]]] = {}
+    wanted = set(args.methods or ["sahi", "sahi-all", "torch", "openvino-f32", "openvino", "ort-cpu"]) | {"sahi"}
+    for key, n_threads in (("sahi", NUM_THREADS), ("sahi-all", threads)):
+        if key in wanted:
+            methods[key] = (
+                "SAHI get_sliced_prediction",
+                "torch (.pt)",
+                n_threads,
+                1,
+                sahi_method(weights, args, n_threads),
+            )
+    ours = {  # key: (model file, load_detector arguments)
+        "torch": (weights, {"runtime": "torch"}),
+        "openvino-f32": (onnx, {"runtime": "openvino", "precision": "f32"}),
+        "openvino": (onnx, {"runtime": "openvino"}),  # OpenVINO's default precision for this CPU
+        "ort-cpu": (onnx, {"runtime": "ort-cpu"}),
+    }
+    for key, (model, kwargs) in ours.items():
+        if key not in wanted:
+            continue
+        detector = load_detector(model, imgsz=args.imgsz, conf=args.conf, device="cpu", threads=threads, **kwargs)
+        facts = detector.describe()
+        runtime = f"{facts['runtime']} {facts.get('precision', 'f32')} ({model.suffix})"
+        for batch in args.batch:
+            methods[f"{key}-b{batch}"] = ("ours", runtime, threads, batch, ours_method(detector, args, batch=batch))
+
+    wait_for_quiet(args.max_wait)
+    log.info("warm-up: every method once over %d frames", len(frames))
+    outputs: dict[str, list[Detections]] = {}
+    for key, (*_, run) in methods.items():
+        outputs[key] = [run(f) for f in frames]
+    times: dict[str, list[float]] = {key: [] for key in methods}
+    others: list[float] = []
+    for round_ in range(args.rounds):
+        for attempt in range(1 + args.retries):
+            waited = wait_for_quiet(args.max_wait)
+            if waited > 5:
+                log.info("waited %.0f s for a quiet machine", waited)
+            timed: dict[str, float] = {}
+            with OthersMeter() as meter:
+                for key, (*_, run) in methods.items():
+                    started = time.perf_counter()
+                    outputs[key] = [run(f) for f in frames]
+                    timed[key] = (time.perf_counter() - started) / len(frames)
+            if meter.cores < args.max_others or attempt == args.retries:
+                break
+            log.info("round %d: other processes used %.2f cores; timing it again", round_ + 1, meter.cores)
+        others.append(meter.cores)
+        for key, value in timed.items():
+            times[key].append(value)
+        log.info(
+            "round %d/%d (others %.2f cores): %s",
+            round_ + 1,
+            args.rounds,
+            meter.cores,
+            {k: round(v, 3) for k, v in timed.items()},
+        )
+
+    reference = outputs["sahi"]
+    sahi_s = statistics.median(times["sahi"])
+    total_ref = sum(len(d) for d in reference)
+    rows = []
+    for key, (method, runtime, n_threads, batch, _) in methods.items():
+        matched = sum(match_counts(r, o) for r, o in zip(reference, outputs[key]))
+        boxes = sum(len(d) for d in outputs[key])
+        s = statistics.median(times[key])
+        rows.append(
+            {
+                "key": key,
+                "method": method,
+                "runtime": runtime,
+                "threads": n_threads,
+                "batch": batch,
+                "s_per_frame": s,
+                "rounds_s_per_frame": times[key],
+                "speedup": sahi_s / s,
+                "boxes": boxes,
+                "match_rate": matched / total_ref if total_ref else float("nan"),
+                "extra": boxes - matched,
+                "reference": key == "sahi",
+            }
+        )
+    print(
+        f"\n{len(frames)} frames {args.size[0]}x{args.size[1]}, {n_tiles} tiles of {args.tile} at {args.overlap:.0%} "
+        f"overlap, full-frame pass {'on' if args.full_frame else 'off'}, merge {args.merge.upper()}/"
+        f"{args.match.upper()} {args.match_threshold}, {'class-agnostic' if args.class_agnostic else 'class-aware'}, "
+        f"conf {args.conf}, imgsz {args.imgsz}; model {weights}; CPU {cpu_name()} ({os.cpu_count()} cores); "
+        f"{args.rounds} rounds after a warm-up; other processes used at most {max(others):.2f} cores while timed\n"
+    )
+    print(markdown_table(rows))
+    best = max((r for r in rows if r["method"] == "ours"), key=lambda r: r["speedup"], default=None)
+    same_backend = min((r for r in rows if r["key"].startswith("torch-")), key=lambda r: r["match_rate"], default=None)
+    if best:
+        print(f"\nfastest ours: {best['runtime']}, {best['speedup']:.2f}x SAHI (goal >= 3x: {best['speedup'] >= 3})")
+    if same_backend:
+        rate = same_backend["match_rate"]
+        print(
+            f"same backend (torch) match rate at IoU >= 0.9, lowest over batches: {rate:.2%} "
+            f"(goal >= 99%: {rate >= 0.99})"
+        )
+    if args.out:
+        payload = {"args": {k: str(v) for k, v in vars(args).items()}, "others_cores": others, "rows": rows}
+        args.out.write_text(json.dumps(payload, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main(get_args_parser().parse_args())

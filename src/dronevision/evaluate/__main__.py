@@ -1,0 +1,3 @@
+from dronevision.evaluate.command import main
+
+main()
