@@ -342,8 +342,9 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         outputs[key] = [run(f) for f in frames]
     times: dict[str, list[float]] = {key: [] for key in methods}
     others: list[float] = []
+    disturbed: list[dict[str, float]] = []  # rounds left out: others used the CPU through every attempt
     for round_ in range(args.rounds):
-        for attempt in range(1 + args.retries):
+        for _attempt in range(1 + args.retries):
             waited = wait_for_quiet(args.max_wait)
             if waited > 5:
                 log.info("waited %.0f s for a quiet machine", waited)
@@ -353,9 +354,13 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     started = time.perf_counter()
                     outputs[key] = [run(f) for f in frames]
                     timed[key] = (time.perf_counter() - started) / len(frames)
-            if meter.cores < args.max_others or attempt == args.retries:
+            if meter.cores < args.max_others:
                 break
             log.info("round %d: other processes used %.2f cores; timing it again", round_ + 1, meter.cores)
+        else:
+            log.warning("round %d: disturbed %d times; left out", round_ + 1, 1 + args.retries)
+            disturbed.append({k: round(v, 4) for k, v in timed.items()})
+            continue
         others.append(meter.cores)
         for key, value in timed.items():
             times[key].append(value)
@@ -367,6 +372,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             {k: round(v, 3) for k, v in timed.items()},
         )
 
+    if not others:
+        raise SystemExit(f"every round was disturbed by other processes: {disturbed}")
     reference = outputs["sahi"]
     sahi_s = statistics.median(times["sahi"])
     total_ref = sum(len(d) for d in reference)
@@ -396,7 +403,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         f"overlap, full-frame pass {'on' if args.full_frame else 'off'}, merge {args.merge.upper()}/"
         f"{args.match.upper()} {args.match_threshold}, {'class-agnostic' if args.class_agnostic else 'class-aware'}, "
         f"conf {args.conf}, imgsz {args.imgsz}; model {weights}; CPU {cpu_name()} ({os.cpu_count()} cores); "
-        f"{args.rounds} rounds after a warm-up; other processes used at most {max(others):.2f} cores while timed\n"
+        f"{len(others)} of {args.rounds} rounds kept after a warm-up; other processes used at most {max(others):.2f} "
+        "cores while timed\n"
     )
     print(markdown_table(rows))
     best = max((r for r in rows if r["method"] == "ours"), key=lambda r: r["speedup"], default=None)
@@ -410,7 +418,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"(goal >= 99%: {rate >= 0.99})"
         )
     if args.out:
-        payload = {"args": {k: str(v) for k, v in vars(args).items()}, "others_cores": others, "rows": rows}
+        args_text = {k: str(v) for k, v in vars(args).items()}
+        payload = {"args": args_text, "others_cores": others, "disturbed_rounds": disturbed, "rows": rows}
         args.out.write_text(json.dumps(payload, indent=2))
     return rows
 

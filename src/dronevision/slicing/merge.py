@@ -86,17 +86,32 @@ def _greedy_groups(
     match: str,
     threshold: float,
     strict: bool = False,
+    limit: int | None = None,
 ) -> list[tuple[int, np.ndarray]]:
     """Visit boxes in ``order``; each one not yet taken takes the later untaken boxes that match it.
 
-    Returns ``(kept index, matched indices in visiting order)`` per kept box. Memory stays linear in N.
+    Returns ``(kept index, matched indices in visiting order)`` per kept box, stopping after ``limit`` kept boxes.
+    Memory stays linear in N.
     """
+    order = np.asarray(order, dtype=np.int64)
+    if class_id is not None and len(np.unique(class_id[order])) > 1:  # class by class: smaller arrays, same result
+        rank = np.empty(len(class_id), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        groups = [
+            group
+            for c in np.unique(class_id[order])
+            for group in _greedy_groups(
+                xyxy, order[class_id[order] == c], None, match=match, threshold=threshold, strict=strict, limit=limit
+            )
+        ]
+        groups.sort(key=lambda group: rank[group[0]])
+        return groups[:limit] if limit is not None else groups
     iou = check_choice("match", match, MATCHES) == "iou"
     x1, y1, x2, y2 = (np.ascontiguousarray(c) for c in np.asarray(xyxy, dtype=np.float64).reshape(-1, 4).T)
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     groups: list[tuple[int, np.ndarray]] = []
     alive = np.asarray(order, dtype=np.int64)
-    while alive.size:  # the body is `overlap` inlined on precomputed columns: this loop is the hot path
+    while alive.size and (limit is None or len(groups) < limit):  # `overlap` inlined: this loop is the hot path
         i, rest = int(alive[0]), alive[1:]
         w = np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])
         h = np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])

@@ -138,7 +138,7 @@ def decode_yolo(
         cx, cy, w, h = (output[b, k, anchors].astype(np.float64) for k in range(4))
         xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
         order = np.argsort(-score, kind="stable")[:MAX_NMS]
-        keep = np.array([i for i, _ in _greedy_groups(xyxy, order, cls, match="iou", threshold=iou, strict=True)])
-        keep = keep[:max_det]
+        groups = _greedy_groups(xyxy, order, cls, match="iou", threshold=iou, strict=True, limit=max_det)
+        keep = np.array([i for i, _ in groups], dtype=np.int64)
         results.append((xyxy[keep], score[keep], cls[keep]))
     return results
