@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REFERENCE, OURS = "plain ultralytics", "dronevision"
+THREAD_ENV = ("OMP_", "GOMP_", "KMP_", "MKL_")  # read by the OpenMP / MKL runtimes when torch loads them
 SHOWN_ARGS = ("epochs", "imgsz", "batch", "device", "workers", "cache", "seed", "deterministic", "amp", "close_mosaic")
 
 
@@ -92,9 +93,14 @@ def _run_plain(spec: dict[str, Any]) -> Path:
 
 def child(spec_path: Path) -> None:
     """Run one case and print its timings as a ``RESULT {json}`` line."""
+    spec = json.loads(spec_path.read_text())
+    before = set(os.environ)
     import dronevision  # noqa: F401  (offline environment before ultralytics is imported)
 
-    spec = json.loads(spec_path.read_text())
+    if spec["case"] == REFERENCE:  # plain ultralytics gets dronevision's offline settings, not its thread settings
+        for key in set(os.environ) - before:
+            if key.startswith(THREAD_ENV):
+                del os.environ[key]
     os.environ["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]  # anything MLflow still writes goes to the temp store
     marks: dict[str, Any] = {}
     _watch_training(marks)

@@ -128,13 +128,14 @@ def _drop_ultralytics_callbacks(trainer: Any) -> None:
 
 
 def _skip_amp_download() -> None:
-    """ultralytics' AMP check downloads a model on CUDA; offline we trust AMP and say so."""
+    """ultralytics' AMP check downloads a model on CUDA; offline we trust AMP there and say so. On CPU and MPS the
+    answer stays ultralytics' own: no AMP (autocast would change the numerics of a CPU training)."""
     import ultralytics.engine.trainer as trainer_module
 
     def check_amp(model: Any) -> bool:
-        log.info(
-            "AMP check skipped (it needs a downloaded model); training with AMP. Set train.amp=false if losses NaN"
-        )
+        if next(model.parameters()).device.type in {"cpu", "mps"}:
+            return False  # as ultralytics' check_amp: AMP only on accelerators
+        log.info("AMP check skipped (it needs a downloaded model); training with AMP; train.amp=false if losses NaN")
         return True
 
     trainer_module.check_amp = check_amp
