@@ -144,6 +144,7 @@ def prelabel_frames(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictC
         imgsz=int(cfg.prelabel.imgsz),
         device=cfg.prelabel.device,
         class_map=class_map,
+        slicing=cfg.prelabel.get("slicing"),
     )
     root = out_dir / "prelabel"
     write_yolo(root / "yolo", items, names)
