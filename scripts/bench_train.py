@@ -132,31 +132,10 @@ def last_epoch(results_csv: Path) -> dict[str, float]:
     return {**rows[-1], "n_epochs": len(rows), "epoch_s": epoch_s}
 
 
-def busy_cpu_s() -> float | None:
-    """CPU seconds all processes have used since boot (Linux ``/proc/stat``); None elsewhere."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_quiet(max_wait_s: float, *, idle_cores: float = 0.2, window_s: float = 3.0) -> float:
-    """Wait (up to ``max_wait_s``) until other processes use less than ``idle_cores`` cores; returns the seconds."""
-    started = time.time()
-    while time.time() - started < max_wait_s:
-        before = busy_cpu_s()
-        if before is None:
-            break
-        time.sleep(window_s)
-        if (busy_cpu_s() - before) / window_s < idle_cores:
-            break
-    return time.time() - started
-
-
 def run_case(case: str, spec: dict[str, Any], tmp: Path, index: int, *, max_wait_s: float) -> dict[str, Any]:
     """Run one case in a fresh interpreter; its result includes the CPU seconds other processes used meanwhile."""
+    from dronevision.benchmark.measure import busy_cpu_s, wait_for_quiet
+
     if case == OURS:
         spec = {**spec, "overrides": [*spec["overrides"], f"out_dir={tmp}/dronevision{index}"]}
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -26,7 +25,7 @@ import yaml
 from dronevision.augment.io import load_sample, read_rows, write_image
 from dronevision.augment.policy import Policy, augment_sample, sample_seed
 from dronevision.dataset.plan import to_yolo_lines
-from dronevision.dataset.writer import link_or_copy, sha256_file
+from dronevision.dataset.writer import link_or_copy, publish, sha256_file
 from dronevision.dataset.yolo import YoloDataset, label_path
 from dronevision.errors import DroneVisionError
 
@@ -200,13 +199,7 @@ def materialize(
         from dronevision.cli import write_summary
 
         write_summary(tmp, summary)
-        if out_dir.exists():  # overwrite=true: swap, then delete the old one
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

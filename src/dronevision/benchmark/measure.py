@@ -230,6 +230,44 @@ def _names_path(tree: Any, path: Path) -> bool:
     return isinstance(tree, str) and tree.endswith(path.name) and Path(tree).expanduser().resolve() == path
 
 
+def busy_cpu_s() -> float | None:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``); None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OthersMeter:
+    """How many cores other processes used while we timed (this machine is shared): system busy minus ours."""
+
+    def __enter__(self) -> OthersMeter:
+        self.busy, self.ours, self.wall = busy_cpu_s(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = busy_cpu_s()
+        wall = time.perf_counter() - self.wall
+        if busy is None or self.busy is None or wall <= 0:
+            self.cores = 0.0
+            return
+        self.cores = max(0.0, (busy - self.busy) - (time.process_time() - self.ours)) / wall
+
+
+def wait_for_quiet(max_wait_s: float, *, idle_cores: float = 0.2, window_s: float = 3.0) -> float:
+    """Wait (up to ``max_wait_s``) until other processes use less than ``idle_cores`` cores; returns the seconds."""
+    started = time.time()
+    while time.time() - started < max_wait_s:
+        with OthersMeter() as meter:
+            time.sleep(window_s)
+        if meter.cores < idle_cores:
+            break
+        log.info("other processes use %.2f cores; waiting for a quiet machine", meter.cores)
+    return time.time() - started
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity), else the machine's count."""
     if hasattr(os, "sched_getaffinity"):

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, write_summary
 from dronevision.dataset.plan import SPLITS, Item, Taxonomy, assign_splits, group_of, plan_items, to_yolo_lines
 from dronevision.dataset.records import Issues, SourceImage
-from dronevision.dataset.writer import DatasetWriter, link_or_copy, sha256_file
+from dronevision.dataset.writer import DatasetWriter, link_or_copy, publish, sha256_file
 from dronevision.errors import DroneVisionError
 
 log = logging.getLogger(__name__)
@@ -257,13 +257,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for item, hashes in _written(items, tmp, int(cfg.workers or os.cpu_count() or 1), total=len(index.kept)):
             writer.add(item, hashes, group=index.kept[item.record.name][2])
         summary = writer.finish(cfg, sources, issues)
-        if out_dir.exists():  # overwrite=true: swap, then delete the old one
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,6 +23,18 @@ from dronevision.slicing import box_areas
 SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
 
 
+def publish(tmp: Path, out_dir: Path) -> None:
+    """Move a finished temporary folder to ``out_dir``; an existing ``out_dir`` (overwrite) is swapped out, then
+    deleted, so a reader never sees a half-written folder."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard-link ``src`` to ``dst`` (copy it where links are not possible), replacing an older ``dst``."""
     dst.parent.mkdir(parents=True, exist_ok=True)
