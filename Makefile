@@ -19,8 +19,8 @@ install: $(STAMP)
 
 DEMO   ?= runs/demo
 ## demo: flyover videos -> sample -> labels -> dataset -> 1 epoch; then the bundled aerial-cars -> dataset ->
-##       augment preview -> train yolov8n -> evaluate (COCO + VisDrone protocols) -> export FP32/FP16/INT8 ->
-##       benchmark against the footage target.
+##       augment preview -> train yolov8n -> evaluate (COCO + VisDrone protocols) -> export FP32/FP16/INT8 (ONNX
+##       Runtime and OpenVINO) -> benchmark both against the footage target.
 demo: $(STAMP)
 	rm -rf $(DEMO)/flights $(DEMO)/sample
 	$(PY) -m dronevision.synth out_dir=$(DEMO)/flights name=flightA seed=1 n_frames=300 fps=10
@@ -33,15 +33,18 @@ demo: $(STAMP)
 		out_dir=$(DEMO)/flights-train mlflow.experiment=demo-flyover
 	$(PY) -m dronevision.dataset source.format=yolo source.path=data/samples/aerial-cars split=roboflow_flights \
 		out_dir=$(DEMO)/dataset overwrite=true
-	rm -rf $(DEMO)/augment-preview $(DEMO)/evaluate $(DEMO)/export $(DEMO)/benchmark
+	rm -rf $(DEMO)/augment-preview $(DEMO)/evaluate $(DEMO)/export $(DEMO)/benchmark $(DEMO)/benchmark-int8
 	$(PY) -m dronevision.augment preview dataset.path=$(DEMO)/dataset augment=aerial out_dir=$(DEMO)/augment-preview
 	$(PY) -m dronevision.train experiment=vehicles_v1 dataset.path=$(DEMO)/dataset out_dir=$(DEMO)/train
 	$(PY) -m dronevision.evaluate weights=$(DEMO)/train/train/weights/best.pt dataset.path=$(DEMO)/dataset \
 		out_dir=$(DEMO)/evaluate
 	$(PY) -m dronevision.export weights=$(DEMO)/train/train/weights/best.pt out_dir=$(DEMO)/export \
-		export.dynamic=true export.half=true export.int8=true export.calibration=$(DEMO)/dataset
+		export.dynamic=true export.half=true export.int8=true export.openvino_int8=true \
+		export.calibration=$(DEMO)/dataset
 	$(PY) -m dronevision.benchmark model=$(DEMO)/export/model_fp32.onnx out_dir=$(DEMO)/benchmark \
 		images=$(DEMO)/dataset
+	$(PY) -m dronevision.benchmark model=$(DEMO)/export/model_int8_openvino_model out_dir=$(DEMO)/benchmark-int8 \
+		images=$(DEMO)/dataset 'runtime=[openvino]' 'batch=[1,4]' openvino.streams=2 openvino.u8_input=true
 
 ## test: the whole suite, fast and slow tests (GPU tests skip themselves without a GPU)
 test: $(STAMP)

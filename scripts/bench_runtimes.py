@@ -1,118 +1,219 @@
-"""Inference speed on the CPU: OpenVINO (and an INT8 model on ONNX Runtime) against ONNX Runtime CPU FP32.
+"""CPU inference speed and accuracy: every runtime and precision against ONNX Runtime FP32, with mAP50.
 
-Builds YOLOv8n from ultralytics' architecture YAML (random weights: the speed does not depend on them), exports it
-to ONNX at 640 without downloading anything, and times each runtime with the benchmark stage's own code: a fixed
-thread count, warm-up, a minimum measuring time, sigma-clipping; model-only (a preprocessed tensor) and end to end
-(JPEG decode of a 1920x1080 frame + letterbox + inference + NMS). Prints a Markdown table of p50 latency and
-frames/s with the speed-up against ORT CPU FP32, measured in the same run.
+Takes a YOLOv8n ``.pt`` trained at 640 (``--weights``, or one trained here on the bundled aerial-cars data and cached,
+the same model as ``bench_sliced.py``), then:
 
-    python scripts/bench_runtimes.py [--threads 2] [--imgsz 640] [--min-time 3] [--rounds 3] [--int8 model_int8.onnx]
+1. exports the reference: ultralytics' own ONNX export at 640 (static batch 1), run by a plain ONNX Runtime CPU
+   session with ``--threads`` intra-op threads;
+2. runs ``python -m dronevision.export`` (dynamic batch, ``export.int8=true export.openvino_int8=true``, calibrated on
+   aerial-cars' train split): FP32 ONNX, INT8 QDQ ONNX (ONNX Runtime) and INT8 OpenVINO IR (NNCF, SiLU fused),
+   each with mAP50 on the val split next to the ``.pt``'s (ultralytics' validator, every image letterboxed to 640);
+3. times each case with the benchmark stage's code: the same thread count, warm-up, a minimum measuring time split
+   over ``--rounds`` interleaved rounds (a slow spell of a shared machine hits every case alike), sigma-clipped
+   p50. Model-only: a preprocessed batch in, raw output out (what the reference session does). End to end: JPEG
+   decode of 1920x1080 frames + letterbox + inference + NMS, one request at a time.
 
-The cases are timed in interleaved rounds (``--rounds``) and each case's samples pooled, so that a slow spell of a
-shared machine does not land on one case only.
+The last rows are the fastest path: the OpenVINO INT8 IR taking uint8 BGR frames (OpenVINO converts and scales them
+inside the compiled graph), then also with ``--batch`` images per request and ``--streams`` requests in flight
+(``Session.run_many``, 2x streams requests per timed call). Their mAP50 is the IR's as the export measured it
+(ultralytics' OpenVINO backend: the same file and compiled precision; the uint8 input is the same arithmetic).
 
-OpenVINO runs twice: with its default precision for the CPU (bf16 where the CPU has native bf16, as AVX512-BF16
-or AMX), and forced to f32, like for like with the reference.
+    python scripts/bench_runtimes.py [--weights best.pt] [--threads 2] [--min-time 6] [--rounds 3] \\
+        [--batch 4] [--streams 2]
+
+The goal (issue 7): the fastest CPU path >= 4x the frames/s of the reference, mAP50 within 1.0 point of the .pt.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+import dronevision  # noqa: F401  (offline environment before ultralytics is imported)
 from dronevision.benchmark import (
     cpu_name,
     fixed_threads,
     latency_stats,
     make_e2e_step,
+    make_model_call,
     model_tensor,
     random_frames,
+    requests_per_call,
     time_calls,
 )
-from dronevision.runtime import available, open_session, read_model_info
+from dronevision.runtime import open_session, read_model_info
 
 log = logging.getLogger("bench_runtimes")
 
-
-def export_yolov8n(folder: Path, *, imgsz: int) -> Path:
-    """YOLOv8n with random weights, as ONNX (static batch 1, simplified, ultralytics metadata)."""
-    from ultralytics import YOLO
-
-    pt = folder / "yolov8n.pt"
-    YOLO("yolov8n.yaml").save(pt)
-    return Path(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu", verbose=False))
+REPO = Path(__file__).resolve().parents[1]
+AERIAL_CARS = REPO / "data" / "samples" / "aerial-cars"
 
 
-def main() -> None:
+def reference_onnx(weights: Path, cache: Path, *, imgsz: int) -> Path:
+    """ultralytics' plain ONNX export of ``weights`` (its defaults: static batch 1, simplified), cached."""
+    from dronevision.export.convert import export_onnx
+
+    out = cache / f"{weights.parent.parent.name}-{int(weights.stat().st_mtime)}-{imgsz}-reference.onnx"
+    if not out.is_file():
+        export_onnx(weights, imgsz=imgsz, opset=17, dynamic=False, simplify=True, out=out)
+    return out
+
+
+def run_export(weights: Path, out_dir: Path, *, imgsz: int, images: int, threads: int) -> dict[str, Any]:
+    """``python -m dronevision.export`` with both INT8 variants (a process of its own); returns its summary."""
+    command = [
+        sys.executable, "-m", "dronevision.export", f"weights={weights}", f"out_dir={out_dir}", f"threads={threads}",
+        f"export.imgsz={imgsz}", "export.dynamic=true", "export.int8=true", "export.openvino_int8=true",
+        f"export.calibration={AERIAL_CARS}", f"export.calibration_images={images}", "export.force=true",
+    ]  # fmt: skip
+    log.info("exporting: %s", " ".join(command[1:]))
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out_dir / "summary.json").read_text())
+
+
+def openvino_fp32_map50(onnx: Path, out_dir: Path, *, imgsz: int) -> float:
+    """mAP50 of the FP32 ONNX run by OpenVINO at its default CPU precision (bf16 where the CPU has it)."""
+    import openvino as ov
+
+    from dronevision.dataset import load_yolo_dataset, write_data_yaml
+    from dronevision.export.command import square_metrics
+    from dronevision.export.convert import read_metadata_props
+    from dronevision.export.openvino import write_ir
+
+    folder = write_ir(ov.Core().read_model(str(onnx)), out_dir / "fp32_openvino_model", read_metadata_props(onnx))
+    data_yaml = write_data_yaml(load_yolo_dataset(AERIAL_CARS), out_dir / "data" / "data.yaml")
+    return square_metrics(folder.parent, data_yaml, split="val", imgsz=imgsz, out_dir=out_dir / "val")["map50"]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=None, help="a YOLOv8n .pt (default: train one, cached)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs when training the model here")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dronevision-bench-sliced")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timed calls per case and mode")
+    parser.add_argument("--calibration-images", type=int, default=128)
+    parser.add_argument("--min-time", type=float, default=6.0, help="seconds of timed calls per case and mode")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the min-time is split over")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--int8", type=Path, default=None, help="an INT8 ONNX of the same model, run on ORT CPU")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4, help="images per request on the fastest path")
+    parser.add_argument("--streams", type=int, default=2, help="OpenVINO requests in flight on the fastest path")
+    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    return parser
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_yolov8n(Path(tmp), imgsz=args.imgsz)
-        cases = [("ORT CPU FP32 (reference)", fp32, "ort-cpu", None)]
-        if available("openvino") is None:
-            cases += [
-                ("OpenVINO, default precision", fp32, "openvino", None),
-                ("OpenVINO f32", fp32, "openvino", "f32"),
-            ]
-        else:
-            log.warning("OpenVINO skipped: %s", available("openvino"))
-        if args.int8 is not None:
-            cases.append(("ORT CPU INT8", args.int8.resolve(), "ort-cpu", None))
-        frames = random_frames(8, frame_wh=(1920, 1080))
-        nms = {"conf": 0.25, "iou": 0.7, "max_det": 300}
-        opened, reference_out = [], None
-        with fixed_threads(args.threads):
-            for label, model, runtime, precision in cases:
-                info = read_model_info(model)
-                session = open_session(model, runtime, threads=args.threads, batch=1, info=info, precision=precision)
-                x = model_tensor(frames, batch=1, imgsz=info.imgsz[0], dtype=session.input_dtype)
-                out = session.run(x).astype(np.float32)
-                reference_out = out if reference_out is None else reference_out
-                same_weights = model == fp32  # an --int8 file may come from other weights: no comparison
-                diff = float(np.abs(out - reference_out).max()) if same_weights else float("nan")
-                step = make_e2e_step(session, frames, imgsz=info.imgsz[0], nms=nms, end2end=info.end2end)
-                for _ in range(args.warmup):
-                    step()
-                opened.append((label, session, x, step, diff, {"model_only": [], "e2e": []}))
-            # Interleaved rounds: a slow spell of the machine hits every case alike, not just one.
-            timing = {"warmup": 2, "min_time_s": args.min_time / args.rounds, "min_iters": 5, "max_iters": 1000}
-            for i in range(args.rounds):
-                for label, session, x, step, _, samples in opened:
-                    log.info("round %d/%d: %s (%s, %s)", i + 1, args.rounds, label, session.provider, session.precision)
-                    samples["model_only"] += list(time_calls(lambda s=session, x=x: s.run(x), **timing))
-                    samples["e2e"] += list(time_calls(step, **timing))
-    rows = [
-        (label, session, latency_stats(t["model_only"], batch=1), latency_stats(t["e2e"], batch=1), diff)
-        for label, session, _, _, diff, t in opened
-    ]
-    ref_model, ref_e2e = rows[0][2]["fps"], rows[0][3]["fps"]
-    shape = "x".join(map(str, rows[0][1].input_shape))
-    print(f"\nYOLOv8n {shape}, {args.threads} threads, {cpu_name()} ({os.cpu_count()} cores); 1920x1080 JPEG frames\n")
-    print(
-        "| runtime | provider | precision | model-only p50 ms | model-only frames/s | end-to-end p50 ms "
-        "| end-to-end frames/s | speed-up model-only | speed-up end to end | max abs diff vs reference |"
+
+def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    args.cache.mkdir(parents=True, exist_ok=True)
+    if args.weights is None:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_sliced import train_weights
+
+        args.weights = train_weights(args.cache, epochs=args.epochs, imgsz=args.imgsz)
+    weights = args.weights.resolve()
+    reference = reference_onnx(weights, args.cache, imgsz=args.imgsz)
+    work = Path(tempfile.mkdtemp(prefix="bench-runtimes-", dir=args.cache))
+    summary = run_export(
+        weights, work / "export", imgsz=args.imgsz, images=args.calibration_images, threads=args.threads
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, session, m, e, diff in rows:
+    variants, pt_map50 = summary["variants"], summary["pt_metrics"]["map50"]
+    ov_map50 = openvino_fp32_map50(Path(variants["fp32"]["path"]), work, imgsz=args.imgsz)
+
+    fp32, int8, ir = (Path(variants[k]["path"]) for k in ("fp32", "int8", "int8_openvino"))
+    # label, model, runtime, batch, mAP50 (None: not measured), open_session's options
+    ir_map50 = variants["int8_openvino"]["map50"]
+    fastest = {"streams": args.streams, "u8_input": True}
+    cases = [
+        ("ONNX Runtime FP32 (reference)", reference, "ort-cpu", 1, variants["fp32"]["map50"], {}),
+        ("OpenVINO, FP32 ONNX, default precision", fp32, "openvino", 1, ov_map50, {}),
+        ("OpenVINO, FP32 ONNX, f32", fp32, "openvino", 1, None, {"precision": "f32"}),
+        ("ONNX Runtime INT8 QDQ", int8, "ort-cpu", 1, variants["int8"]["map50"], {}),
+        ("OpenVINO INT8 IR (NNCF)", ir, "openvino", 1, ir_map50, {}),
+        ("OpenVINO INT8 IR, uint8 input", ir, "openvino", 1, ir_map50, {"u8_input": True}),
+        ("OpenVINO INT8 IR, uint8 input, batched, streams", ir, "openvino", args.batch, ir_map50, fastest),
+    ]
+    frames = random_frames(8, frame_wh=(1920, 1080))
+    nms = {"conf": 0.25, "iou": 0.7, "max_det": 300}
+    timing = {"warmup": 2, "min_time_s": args.min_time / args.rounds, "min_iters": 5, "max_iters": 2000}
+    opened = []
+    with fixed_threads(args.threads):
+        for label, model, runtime, batch, map50, options in cases:
+            info = read_model_info(model)
+            session = open_session(model, runtime, threads=args.threads, batch=batch, info=info, **options)
+            x = model_tensor(frames, batch=batch, imgsz=args.imgsz, dtype=session.input_dtype)
+            calls = (
+                make_model_call(session, x),
+                make_e2e_step(session, frames, imgsz=args.imgsz, nms=nms, end2end=False),
+            )
+            for _ in range(args.warmup):
+                for call in calls:
+                    call()
+            per_call = batch * requests_per_call(session)
+            opened.append((label, session, calls, per_call, map50, {"model": [], "e2e": []}))
+        for i in range(args.rounds):
+            for label, session, calls, _, _, samples in opened:
+                log.info("round %d/%d: %s (%s, %s)", i + 1, args.rounds, label, session.provider, session.precision)
+                samples["model"].append(time_calls(calls[0], **timing))
+                samples["e2e"].append(time_calls(calls[1], **timing))
+    shutil.rmtree(work)
+
+    rows = []
+    for label, session, _, per_call, map50, samples in opened:
+        model_fps = latency_stats(np.concatenate(samples["model"]), batch=per_call)["fps"]
+        rows.append({
+            "case": label, **session.describe(), "ms_per_image": round(1000 / model_fps, 2), "fps": model_fps,
+            "e2e_fps": latency_stats(np.concatenate(samples["e2e"]), batch=per_call)["fps"],
+            "round_fps": [latency_stats(t, batch=per_call)["fps"] for t in samples["model"]],
+            "map50": map50, "map50_drop": None if map50 is None else round((pt_map50 - map50) * 100, 2),
+        })  # fmt: skip
+    ref = rows[0]
+    for row in rows:
+        row["speedup"] = round(row["fps"] / ref["fps"], 2)
+        row["e2e_speedup"] = round(row["e2e_fps"] / ref["e2e_fps"], 2)
+        row["round_speedups"] = [round(f / r, 2) for f, r in zip(row["round_fps"], ref["round_fps"], strict=True)]
+    print_table(rows, args, pt_map50)
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "pt_map50": pt_map50, "weights": str(weights)}, indent=2))
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, pt_map50: float) -> None:
+    """The Markdown table (the command's final human summary)."""
+
+    def fmt(value: Any, spec: str, suffix: str = "") -> str:
+        return "–" if value is None else f"{value:{spec}}{suffix}"
+
+    print(
+        f"\nYOLOv8n at {args.imgsz}x{args.imgsz}, {args.threads} threads, {cpu_name()} ({os.cpu_count()} cores);"
+        f" .pt mAP50 {pt_map50:.4f} on aerial-cars val; end to end = 1920x1080 JPEG decode + letterbox + NMS\n"
+    )
+    print(
+        "| case | precision | batch | streams | ms/image | frames/s | speed-up | end-to-end frames/s "
+        "| end-to-end speed-up | mAP50 | drop (pts) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
         print(
-            f"| {label} | {session.provider} | {session.precision} | {m['p50_ms']:.1f} | {m['fps']:.1f} "
-            f"| {e['p50_ms']:.1f} | {e['fps']:.1f} | {m['fps'] / ref_model:.2f}x | {e['fps'] / ref_e2e:.2f}x "
-            f"| {'–' if np.isnan(diff) else f'{diff:.3g}'} |"
+            f"| {r['case']} | {r['precision']} | {r['input_shape'][0]} | {r['streams']} | {r['ms_per_image']:.2f}"
+            f" | {r['fps']:.1f} | {r['speedup']:.2f}x | {fmt(r['e2e_fps'], '.1f')}"
+            f" | {fmt(r['e2e_speedup'], '.2f', 'x')} | {fmt(r['map50'], '.4f')} | {fmt(r['map50_drop'], '.2f')} |"
         )
+    ref, best = rows[0], rows[-1]
+    print(
+        f"\nPer round (model-only): reference {', '.join(f'{1000 / f:.1f}' for f in ref['round_fps'])} ms/image;"
+        f" fastest path {', '.join(f'{s:.2f}x' for s in best['round_speedups'])} the reference of the same round."
+    )
 
 
 if __name__ == "__main__":
-    main()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main(get_args_parser().parse_args())

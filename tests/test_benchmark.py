@@ -151,6 +151,74 @@ def test_read_model_info_and_sessions(tiny_onnx: Path) -> None:
 
 
 @pytest.mark.slow
+def test_openvino_uint8_input_and_streams_give_the_float_sessions_outputs(tiny_onnx: Path) -> None:
+    from dronevision.benchmark.measure import session_input
+
+    info = read_model_info(tiny_onnx)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8) for _ in range(6)]  # BGR, not square
+    frames[2:4] = [np.zeros((48, 80, 3), np.uint8), np.full((48, 80, 3), 255, np.uint8)]  # unlike the others
+    floats = [session_input(frames[i : i + 2], imgsz=64, dtype=np.dtype(np.float32)) for i in (0, 2, 4)]
+    canvases = [session_input(frames[i : i + 2], imgsz=64, dtype=np.dtype(np.uint8)) for i in (0, 2, 4)]
+    assert floats[0].shape == (2, 3, 64, 64) and canvases[0].shape == (2, 64, 64, 3)
+    plain = open_session(tiny_onnx, "openvino", threads=2, batch=2, info=info, precision="f32")
+    expected = [plain.run(x) for x in floats]
+    assert plain.run_many(floats)[2] == pytest.approx(expected[2])  # one stream: one request after the other
+    u8 = open_session(tiny_onnx, "openvino", threads=2, batch=2, info=info, precision="f32", u8_input=True)
+    assert u8.input_shape == (2, 64, 64, 3) and u8.input_dtype == np.uint8
+    np.testing.assert_allclose(u8.run(canvases[1]), expected[1], atol=1e-3)
+    streamed = open_session(tiny_onnx, "openvino", threads=2, batch=2, info=info, precision="f32", streams=2)
+    assert streamed.describe()["streams"] == 2
+    for g, e in zip(streamed.run_many(floats), expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-4)
+
+
+def test_streams_return_outputs_in_input_order(tmp_path: Path) -> None:
+    """The tiny detector's outputs hardly depend on its input, so order is checked on a model that doubles it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["images", "two"], ["out"])], "double", [x], [y], [two])
+    path = tmp_path / "double.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    session = open_session(path, "openvino", threads=2, batch=1, precision="f32", streams=2)
+    inputs = [np.full((1, 3, 8, 8), i, np.float32) for i in range(7)]  # more requests than streams
+    assert [float(out.max()) for out in session.run_many(inputs)] == [2.0 * i for i in range(7)]
+
+
+@pytest.mark.slow
+def test_silu_fusion_keeps_the_outputs_and_an_ir_runs_on_openvino_only(tiny_onnx: Path, tmp_path: Path) -> None:
+    import openvino as ov
+
+    from dronevision.export.convert import read_metadata_props
+    from dronevision.export.openvino import fuse_silu, write_ir
+
+    model = ov.Core().read_model(str(tiny_onnx))
+    sigmoids = [op.get_type_name() for op in model.get_ordered_ops()].count("Sigmoid")
+    fused = fuse_silu(model)
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert fused == types.count("Swish") > 0 and types.count("Sigmoid") == sigmoids - fused == 1  # the class scores
+    xml = write_ir(model, tmp_path / "tiny_openvino_model", read_metadata_props(tiny_onnx))
+    info = read_model_info(xml.parent)  # the folder, as ultralytics names it
+    assert (info.path, info.names, info.imgsz, info.dynamic_batch, info.quantized) == (
+        xml,
+        {0: "vehicle"},
+        (64, 64),
+        True,
+        False,
+    )
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    onnx_out = open_session(tiny_onnx, "openvino", threads=1, batch=1, precision="f32").run(x)
+    ir_out = open_session(xml, "openvino", threads=1, batch=1, precision="f32").run(x)
+    np.testing.assert_allclose(ir_out, onnx_out, atol=1e-3)
+    with pytest.raises(RuntimeUnavailable, match="is an OpenVINO IR: it runs on openvino only, not ort-cpu"):
+        open_session(xml, "ort-cpu", threads=1, batch=1)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(NO_CUDA is None, reason="CUDA is usable here: onnxruntime does not fall back")
 def test_a_cuda_request_that_falls_back_to_the_cpu_is_refused(tiny_onnx: Path) -> None:
     with pytest.raises(RuntimeUnavailable) as refused:
@@ -251,6 +319,30 @@ def test_benchmark_times_cpu_runtimes_skips_cuda_and_logs_to_the_models_run(
     files = {Path(f.path).name for f in client.list_artifacts(run_id, f"benchmark/{out.name}")}
     assert files == {"benchmark.json", "report.md", "fps.png", "summary.json"}
     assert len(client.search_runs([got.info.experiment_id])) == 1  # no second run
+
+
+@pytest.mark.slow
+def test_benchmark_with_openvino_streams_and_uint8_input(
+    tiny_onnx: Path, compose_bench: Callable[..., DictConfig]
+) -> None:
+    cfg = compose_bench(
+        f"onnx={tiny_onnx}",
+        "runtime=[ort-cpu,openvino]",
+        "batch=[2]",
+        "openvino.streams=2",
+        "openvino.u8_input=true",
+        "openvino.precision=f32",
+        "mlflow.tracking_uri=null",
+    )
+    summary = run(cfg)
+    result = json.loads((Path(summary["out_dir"]) / "benchmark.json").read_text())
+    ov_entry = result["runtimes"]["openvino"]["batches"]["2"]
+    ort_entry = result["runtimes"]["ort-cpu"]["batches"]["2"]
+    assert (ov_entry["streams"], ov_entry["requests_per_call"], ov_entry["input_shape"]) == (2, 4, [2, 64, 64, 3])
+    assert (ort_entry["streams"], ort_entry["requests_per_call"], ort_entry["input_shape"]) == (1, 1, [2, 3, 64, 64])
+    for mode in ("model_only", "e2e"):  # 2 images x 4 requests per timed call
+        assert ov_entry[mode]["fps"] == pytest.approx(8 * 1000 / ov_entry[mode]["p50_ms"], rel=1e-3)
+    assert ov_entry["max_abs_diff_vs_ort_cpu"] < 1e-2  # the uint8 path computes what the float one does
 
 
 @pytest.mark.slow

@@ -96,6 +96,24 @@ def test_evaluating_a_checkpoint_gives_both_protocols_pictures_and_an_mlflow_ent
         assert onnx["metrics"]["coco"][key] == pytest.approx(summary["metrics"]["coco"][key], abs=0.02)
 
 
+@pytest.mark.slow
+def test_an_openvino_ir_folder_is_evaluated_like_its_onnx(trained: dict, tmp_path: Path) -> None:
+    import openvino as ov
+
+    from dronevision.export.convert import read_metadata_props
+    from dronevision.export.openvino import write_ir
+
+    onnx = Path(trained["summary"]["onnx"])
+    folder = write_ir(ov.Core().read_model(str(onnx)), tmp_path / "m_openvino_model", read_metadata_props(onnx)).parent
+    from_onnx = _evaluate(trained, tmp_path / "onnx", f"weights={onnx}", "model.runtime=openvino", "protocol=coco")
+    from_ir = _evaluate(trained, tmp_path / "ir", f"weights={folder}", "protocol=coco")  # runtime auto: openvino
+    for key in ("AP", "AP50", "AR_100"):
+        assert from_ir["metrics"]["coco"][key] == pytest.approx(from_onnx["metrics"]["coco"][key], abs=1e-4)
+    # ultralytics' validator opened the same folder (its OpenVINO backend) for the side-by-side mAP
+    metrics = json.loads((tmp_path / "ir" / "metrics.json").read_text())
+    assert set(metrics["ultralytics"]) >= {"map50", "map50_95", "minus_ours"} and metrics["ultralytics"]["map50"] >= 0
+
+
 def _perfect_visdrone_predictions(folder: Path) -> Path:
     """Every scored ground-truth box of visdrone-mini as a detection, in the official result format."""
     folder.mkdir()

@@ -48,7 +48,8 @@ def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def full_export(
     tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path, calibration: Path
 ) -> tuple[dict[str, Any], Path, str]:
-    """FP32 + FP16 + INT8 of the tiny model, laid out as a training run whose MLflow run the export adds to.
+    """FP32 + FP16 + INT8 (ONNX QDQ and OpenVINO IR) of the tiny model, laid out as a training run whose MLflow
+    run the export adds to.
 
     ``max_map_drop=-1`` refuses any INT8 model and ``force=true`` keeps it anyway.
     """
@@ -67,6 +68,7 @@ def full_export(
         f"export.imgsz={IMGSZ}",
         "export.half=true",
         "export.int8=true",
+        "export.openvino_int8=true",
         f"export.calibration={calibration}",
         "export.calibration_images=8",
         "export.max_map_drop=-1",
@@ -80,12 +82,15 @@ def full_export(
 @pytest.mark.slow
 def test_every_variant_runs_on_the_same_input_with_the_metadata(full_export: tuple[dict, Path, str]) -> None:
     summary, out_dir, _ = full_export
-    assert set(summary["variants"]) == {"fp32", "fp16", "int8"}
+    assert set(summary["variants"]) == {"fp32", "fp16", "int8", "int8_openvino"}
     assert summary["metadata"] == {"names": {0: "vehicle"}, "imgsz": [IMGSZ, IMGSZ], "stride": 32}
     x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
     shapes = set()
     for name, variant in summary["variants"].items():
-        assert Path(variant["path"]) == out_dir / FILES[name] and Path(variant["path"]).is_file()
+        assert Path(variant["path"]) == out_dir / FILES[name]
+        if name == "int8_openvino":
+            continue  # an OpenVINO IR folder: test_openvino_int8_is_an_ir_with_silu_fused
+        assert Path(variant["path"]).is_file()
         s = session(variant["path"])
         (inp,) = s.get_inputs()
         assert (inp.shape, inp.type) == ([1, 3, IMGSZ, IMGSZ], "tensor(float)"), name
@@ -111,6 +116,33 @@ def test_parity_with_pytorch_and_int8_is_qdq(full_export: tuple[dict, Path, str]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
     assert "Softmax" in ops, "the DFL head stays in float"
     assert summary["int8"]["images"] == 8 and summary["int8"]["format"] == "QDQ"
+
+
+@pytest.mark.slow
+def test_openvino_int8_is_an_ir_with_silu_fused(full_export: tuple[dict, Path, str]) -> None:
+    import openvino as ov
+
+    from dronevision.runtime import open_session, read_model_info
+
+    summary, out_dir, _ = full_export
+    folder = out_dir / FILES["int8_openvino"]
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.yaml", "model.bin", "model.xml"]
+    ops = [op.get_type_name() for op in ov.Core().read_model(str(folder / "model.xml")).get_ordered_ops()]
+    settings = summary["int8"]["openvino"]
+    # yolov8n: one SiLU per Conv module outside the head's last 1x1 convs: all of them became Swish
+    assert settings["silu_fused"] == ops.count("Swish") > 10
+    assert ops.count("FakeQuantize") > 10 and "Softmax" in ops, "quantized, with the DFL head in float"
+    assert settings["images"] == 8 and settings["float_nodes"] > 0
+    info = read_model_info(folder)
+    assert (info.names, info.imgsz, info.stride, info.quantized) == ({0: "vehicle"}, (IMGSZ, IMGSZ), 32, True)
+    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    out = open_session(folder / "model.xml", "openvino", threads=1, batch=1, info=info).run(x)
+    assert out.shape == (1, 5, 84)
+    v = summary["variants"]["int8_openvino"]
+    assert (
+        v["max_abs_diff"] > summary["variants"]["fp32"]["max_abs_diff"]
+        and v["size_mb"] < 0.5 * (summary["variants"]["fp32"]["size_mb"])
+    )
 
 
 @pytest.mark.slow
@@ -155,17 +187,21 @@ def test_int8_refused_when_map50_drops_too_far(tmp_path: Path, tiny_weights: Pat
         f"out_dir={out}",
         f"export.imgsz={IMGSZ}",
         "export.int8=true",
+        "export.openvino_int8=true",
         f"export.calibration={calibration / 'data.yaml'}",
         "export.calibration_images=4",
         "export.max_map_drop=-1",
     )
-    with pytest.raises(DroneVisionError, match=r"INT8 mAP50 drops by -?\d+\.\d\d points") as e:
+    with pytest.raises(DroneVisionError, match=r"^int8 mAP50 drops by -?\d+\.\d\d points") as e:
         run(cfg)
+    assert "; int8_openvino mAP50 drops by" in str(e.value)
     assert "export.force=true" in str(e.value) and "\n" not in str(e.value)
-    assert not (out / FILES["int8"]).exists() and (out / FILES["fp32"]).is_file()
+    assert not (out / FILES["int8"]).exists() and not (out / FILES["int8_openvino"]).exists()
+    assert (out / FILES["fp32"]).is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["variants"]["int8"]["accepted"] is False and summary["variants"]["int8"]["path"] is None
-    assert summary["variants"]["int8"]["map50"] is not None
+    for name in ("int8", "int8_openvino"):
+        assert summary["variants"][name]["accepted"] is False and summary["variants"][name]["path"] is None
+        assert summary["variants"][name]["map50"] is not None
 
 
 @pytest.mark.slow
@@ -232,6 +268,7 @@ def test_check_export_settings(export: dict[str, Any], message: str | None) -> N
         ("weights={tmp}/broken.pt", "error: weights {tmp}/broken.pt: not an ultralytics checkpoint"),
         ("weights={w} export.opset=19", "error: export.opset 19 is not supported: at most 18"),
         ("weights={w} export.int8=true", "error: export.int8=true needs export.calibration="),
+        ("weights={w} export.openvino_int8=true", "error: export.openvino_int8=true needs export.calibration="),
         (
             "weights={w} export.int8=true export.calibration={tmp}/missing",
             "error: export.calibration {tmp}/missing does not exist",

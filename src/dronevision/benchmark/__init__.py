@@ -12,9 +12,11 @@ from dronevision.benchmark.measure import (
     cpu_name,
     fixed_threads,
     make_e2e_step,
+    make_model_call,
     measure,
     model_tensor,
     random_frames,
+    requests_per_call,
     time_calls,
 )
 from dronevision.benchmark.report import plot_fps, report_markdown
@@ -27,6 +29,7 @@ __all__ = [
     "latency_stats",
     "main",
     "make_e2e_step",
+    "make_model_call",
     "measure",
     "model_overrides",
     "model_tensor",
@@ -34,6 +37,7 @@ __all__ = [
     "plot_fps",
     "random_frames",
     "report_markdown",
+    "requests_per_call",
     "run",
     "sigma_clip",
     "time_calls",

@@ -130,20 +130,22 @@ def fixed_threads(threads: int) -> Iterator[None]:
 def make_e2e_step(
     session: Session, frames: Sequence[bytes], *, imgsz: int, nms: Mapping[str, Any], end2end: bool
 ) -> Callable[[], list[Any]]:
-    """One end-to-end call: decode ``batch`` JPEGs, letterbox, run, NMS on the raw output (ultralytics')."""
+    """One end-to-end call: decode JPEGs, letterbox, run, NMS on the raw output (ultralytics'); it handles
+    ``batch`` x :func:`requests_per_call` frames (a session with several streams gets them all busy)."""
     import cv2
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    from dronevision.export import letterbox
-
-    batch, dtype = session.input_shape[0], session.input_dtype
+    batch, dtype, requests = session.input_shape[0], session.input_dtype, requests_per_call(session)
     cycle = itertools.cycle(frames)
 
     def step() -> list[Any]:
-        images = [cv2.imdecode(np.frombuffer(next(cycle), np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
-        x = np.concatenate([letterbox(im, imgsz=imgsz) for im in images]).astype(dtype, copy=False)
-        y = torch.from_numpy(session.run(x).astype(np.float32, copy=False))
+        inputs = []
+        for _ in range(requests):
+            images = [cv2.imdecode(np.frombuffer(next(cycle), np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
+            inputs.append(session_input(images, imgsz=imgsz, dtype=dtype))
+        outputs = session.run_many(inputs) if requests > 1 else [session.run(inputs[0])]
+        y = torch.from_numpy(np.concatenate(outputs).astype(np.float32, copy=False))
         return non_max_suppression(
             y, conf_thres=nms["conf"], iou_thres=nms["iou"], max_det=nms["max_det"], end2end=end2end
         )
@@ -151,14 +153,37 @@ def make_e2e_step(
     return step
 
 
+def requests_per_call(session: Session) -> int:
+    """Requests one timed call makes: 1, or twice the streams of a session that runs several in parallel."""
+    streams = getattr(session, "streams", 1)
+    return 1 if streams <= 1 else 2 * streams
+
+
+def make_model_call(session: Session, x: np.ndarray) -> Callable[[], Any]:
+    """One model-only call on the fixed input ``x`` (:func:`requests_per_call` requests of it)."""
+    requests = requests_per_call(session)
+    if requests == 1:
+        return lambda: session.run(x)
+    xs = [x] * requests
+    return lambda: session.run_many(xs)
+
+
+def session_input(images_bgr: Sequence[np.ndarray], *, imgsz: int, dtype: np.dtype) -> np.ndarray:
+    """Letterboxed frames as a session takes them: (N,3,H,W) RGB 0..1 in ``dtype``, or for a uint8 input
+    (OpenVINO's ``u8_input``, which preprocesses in the graph) the (N,H,W,3) BGR canvases as they are."""
+    from dronevision.export.convert import letterbox, letterbox_canvas
+
+    if np.dtype(dtype) == np.uint8:
+        return np.stack([letterbox_canvas(im, imgsz=imgsz) for im in images_bgr])
+    return np.concatenate([letterbox(im, imgsz=imgsz) for im in images_bgr]).astype(dtype, copy=False)
+
+
 def model_tensor(frames: Sequence[bytes], *, batch: int, imgsz: int, dtype: np.dtype) -> np.ndarray:
     """The fixed preprocessed input of the model-only timing: the first ``batch`` frames (cycled), letterboxed."""
     import cv2
 
-    from dronevision.export import letterbox
-
     images = [cv2.imdecode(np.frombuffer(frames[i % len(frames)], np.uint8), cv2.IMREAD_COLOR) for i in range(batch)]
-    return np.concatenate([letterbox(im, imgsz=imgsz) for im in images]).astype(dtype)
+    return session_input(images, imgsz=imgsz, dtype=dtype)
 
 
 def measure(
@@ -166,18 +191,27 @@ def measure(
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Time one runtime at one batch; returns its entry (or ``{"skipped": reason}``) and its output for frame 0."""
     timing = {k: int(cfg[k]) for k in ("warmup", "min_iters", "max_iters")} | {"min_time_s": float(cfg.min_time_s)}
+    openvino = runtime == "openvino"
     try:
         session = open_session(
-            info.path, runtime, threads=threads, batch=batch, info=info, precision=cfg.openvino_precision
+            info.path,
+            runtime,
+            threads=threads,
+            batch=batch,
+            info=info,
+            precision=cfg.openvino.precision,
+            streams=int(cfg.openvino.streams) if openvino else 1,
+            u8_input=bool(cfg.openvino.u8_input) and openvino,
         )
     except RuntimeUnavailable as e:
         log.info("%s batch %d skipped: %s", runtime, batch, e)
         return {"skipped": str(e)}, None
     imgsz = info.imgsz[0]
+    per_call = batch * requests_per_call(session)
     try:
         x = model_tensor(frames, batch=batch, imgsz=imgsz, dtype=session.input_dtype)
         first = session.run(x)
-        model_s = time_calls(lambda: session.run(x), **timing)
+        model_s = time_calls(make_model_call(session, x), **timing)
         step = make_e2e_step(session, frames, imgsz=imgsz, nms=cfg.nms, end2end=info.end2end)
         e2e_s = time_calls(step, **timing)
     except Exception as e:  # e.g. out of GPU memory at a large batch: keep the rest of the grid
@@ -189,8 +223,9 @@ def measure(
     entry = {
         **session.describe(),
         "batch": batch,
-        "model_only": latency_stats(model_s, batch=batch),
-        "e2e": latency_stats(e2e_s, batch=batch),
+        "requests_per_call": requests_per_call(session),
+        "model_only": latency_stats(model_s, batch=per_call),
+        "e2e": latency_stats(e2e_s, batch=per_call),
     }
     return entry, np.asarray(first[0], dtype=np.float32)
 

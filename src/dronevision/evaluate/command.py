@@ -119,13 +119,16 @@ def load_ground_truth(path: Path, split: str) -> GroundTruth:
 
 
 def check_weights(weights: Path, imgsz: int | None) -> Path:
-    """A .pt or .onnx file that exists; an ONNX file with a static input size other than ``imgsz`` is refused."""
+    """A .pt, .onnx or OpenVINO .xml (or IR folder) that exists; a static input size other than ``imgsz`` is
+    refused."""
     weights = Path(weights).expanduser().resolve()
+    if weights.is_dir() and (weights / "model.xml").is_file():
+        weights = weights / "model.xml"
     if not weights.is_file():
         raise DroneVisionError(f"weights {weights} does not exist")
-    if weights.suffix not in (".pt", ".onnx"):
-        raise DroneVisionError(f"weights {weights} is neither a .pt nor an .onnx file")
-    if weights.suffix == ".onnx":
+    if weights.suffix not in (".pt", ".onnx", ".xml"):
+        raise DroneVisionError(f"weights {weights} is neither a .pt, an .onnx nor an OpenVINO .xml file")
+    if weights.suffix in (".onnx", ".xml"):
         from dronevision.runtime import read_model_info
 
         info = read_model_info(weights)
@@ -367,7 +370,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         data_yaml = write_data_yaml(load_yolo_dataset(truth.data_yaml), out_dir / "data" / "data.yaml")
         ours = ultralytics_metrics(
-            weights,
+            weights.parent if weights.suffix == ".xml" else weights,  # ultralytics opens an IR by its folder
             data_yaml,
             split=cfg.dataset.split,
             imgsz=model_imgsz(detector),
@@ -375,7 +378,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             device=cfg.model.device,
             out_dir=out_dir / "ultralytics",
             plots=False,
-            rect=False if weights.suffix == ".onnx" else None,
+            rect=False if weights.suffix in (".onnx", ".xml") else None,
         )
         reference = metrics.get("coco", metrics[protocols[0]])["overall"]
         metrics["ultralytics"] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,14 @@ from dronevision.dataset import YoloDataset, load_yolo_dataset, write_data_yaml
 from dronevision.errors import DroneVisionError
 from dronevision.export.convert import (
     export_onnx,
+    file_size,
     letterbox,
     load_letterboxed,
     max_abs_diff,
     onnx_outputs,
+    openvino_outputs,
     read_metadata,
+    read_metadata_props,
     to_fp16,
     to_int8,
     torch_outputs,
@@ -37,11 +41,19 @@ from dronevision.export.core import (
     map50_drop_points,
     spread_indices,
 )
+from dronevision.export.openvino import to_openvino_int8
 from dronevision.tracking import MlflowRun
 
 log = logging.getLogger(__name__)
 
-FILES = {"fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
+FILES = {
+    "fp32": "model_fp32.onnx",
+    "fp16": "model_fp16.onnx",
+    "int8": "model_int8.onnx",
+    # ultralytics recognises an OpenVINO export by this ending of the folder's name
+    "int8_openvino": "model_int8_openvino_model",
+}
+INT8_VARIANTS = ("int8", "int8_openvino")
 PARITY_IMAGES = 4  # images whose raw outputs are compared with PyTorch's
 VAL_BATCH = 16  # for the .pt and dynamic-batch ONNX; static ONNX files run at batch 1
 
@@ -166,7 +178,8 @@ def _log_to_training_run(weights: Path, out_dir: Path, summary: dict[str, Any]) 
             {f"export/{name}/{k}": variant[k] for k in ("size_mb", "max_abs_diff", "map50", "map50_95", "map50_drop")}
         )
         if variant["path"]:
-            tracker.log_artifact(Path(variant["path"]), folder)
+            path = Path(variant["path"])
+            tracker.log_artifact(path, f"{folder}/{path.name}" if path.is_dir() else folder)
     tracker.log_metrics({k: v for k, v in metrics.items() if v is not None})
     summary["mlflow"] = {"run_id": run_id, "tracking_uri": tracking_uri, "ok": tracker.active, "error": tracker.error}
     return tracker
@@ -189,14 +202,22 @@ def _export_variants(plan: Plan, ex: DictConfig, out_dir: Path) -> tuple[dict[st
     }
     if ex.half:
         paths["fp16"] = to_fp16(paths["fp32"], out_dir / FILES["fp16"])
-    if not ex.int8:
+    if not (ex.int8 or ex.openvino_int8):
         return paths, None
     assert plan.calibration is not None  # check_inputs made sure
     train_images = sorted(plan.calibration.splits["train"])
     chosen = [train_images[i] for i in spread_indices(len(train_images), ex.calibration_images)]
-    paths["int8"] = out_dir / FILES["int8"]
-    settings = to_int8(paths["fp32"], paths["int8"], chosen, imgsz=plan.imgsz)
-    return paths, {"dataset": str(plan.calibration.yaml_path), **settings}
+    settings: dict[str, Any] = {"dataset": str(plan.calibration.yaml_path)}
+    if ex.int8:
+        paths["int8"] = out_dir / FILES["int8"]
+        settings.update(to_int8(paths["fp32"], paths["int8"], chosen, imgsz=plan.imgsz))
+    if ex.openvino_int8:
+        inputs = [load_letterboxed(p, imgsz=plan.imgsz) for p in chosen]
+        props = read_metadata_props(paths["fp32"])
+        xml, ov_settings = to_openvino_int8(paths["fp32"], out_dir / FILES["int8_openvino"], inputs, metadata=props)
+        paths["int8_openvino"] = xml.parent
+        settings["openvino"] = ov_settings
+    return paths, settings
 
 
 def _parity_inputs(plan: Plan, split: str) -> tuple[list[str], list[np.ndarray]]:
@@ -214,14 +235,18 @@ def _compare_outputs(plan: Plan, paths: dict[str, Path], inputs: list[np.ndarray
     reference = torch_outputs(plan.weights, inputs)
     variants = {}
     for name, path in paths.items():
-        outputs = onnx_outputs(path, inputs, threads=plan.threads)
+        outputs = (
+            openvino_outputs(path, inputs, threads=plan.threads)
+            if path.is_dir()
+            else onnx_outputs(path, inputs, threads=plan.threads)
+        )
         diff = max_abs_diff(reference, outputs)
         # rows 4.. of ultralytics' (batch, 4 + classes, anchors) output are the class scores, in 0..1
         score_diff = max_abs_diff([r[:, 4:] for r in reference], [y[:, 4:] for y in outputs])
         log.info("%s: max |ONNX Runtime - PyTorch| = %.3g (class scores: %.3g)", name, diff, score_diff)
         variants[name] = {
             "path": str(path),
-            "size_mb": round(path.stat().st_size / 1e6, 3),
+            "size_mb": round(file_size(path) / 1e6, 3),
             "max_abs_diff": diff,
             "max_score_diff": score_diff,
         }
@@ -253,24 +278,29 @@ def _evaluate(
 def _judge_int8(
     variants: dict[str, Any], paths: dict[str, Path], ex: DictConfig, pt_metrics: dict[str, float] | None
 ) -> str | None:
-    """Keep INT8 or remove it; returns the refusal's one-line message, or None when it is kept."""
-    int8 = variants.get("int8")
-    if int8 is None:
+    """Keep each INT8 variant or remove it; returns the refusal's one-line message, or None when all are kept."""
+    refused = []
+    for name in INT8_VARIANTS:
+        int8 = variants.get(name)
+        if int8 is None:
+            continue
+        drop = int8["map50_drop"]
+        int8["accepted"] = int8_accepted(drop, max_drop=ex.max_map_drop, force=ex.force)
+        if int8["accepted"]:
+            if drop is not None and drop > ex.max_map_drop:
+                log.warning("%s mAP50 drops by %.2f points; kept because export.force=true", name, drop)
+            continue
+        assert pt_metrics is not None  # a known drop needs the .pt's mAP50
+        path = paths.pop(name)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        int8["path"] = None
+        refused.append(
+            f"{name} mAP50 drops by {drop:.2f} points (.pt {pt_metrics['map50']:.4f} -> {int8['map50']:.4f}),"
+            f" {FILES[name]} removed"
+        )
+    if not refused:
         return None
-    drop = int8["map50_drop"]
-    int8["accepted"] = int8_accepted(drop, max_drop=ex.max_map_drop, force=ex.force)
-    if int8["accepted"]:
-        if drop is not None and drop > ex.max_map_drop:
-            log.warning("INT8 mAP50 drops by %.2f points; kept because export.force=true", drop)
-        return None
-    assert pt_metrics is not None  # a known drop needs the .pt's mAP50
-    paths.pop("int8").unlink()
-    int8["path"] = None
-    return (
-        f"INT8 mAP50 drops by {drop:.2f} points (.pt {pt_metrics['map50']:.4f} -> INT8 {int8['map50']:.4f}), more"
-        f" than export.max_map_drop="
-        f"{ex.max_map_drop}: {FILES['int8']} removed; set export.force=true to keep it"
-    )
+    return f"{'; '.join(refused)}: more than export.max_map_drop={ex.max_map_drop}; set export.force=true to keep it"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -18,12 +18,13 @@ from dronevision.export.core import head_nodes_to_exclude, parse_metadata
 log = logging.getLogger(__name__)
 
 
-def letterbox(image_bgr: np.ndarray, *, imgsz: int) -> np.ndarray:
-    """Resize keeping aspect ratio, pad to ``imgsz`` squared (grey 114) as YOLO does; returns (1,3,H,W) RGB 0..1.
+def letterbox_canvas(image_bgr: np.ndarray, *, imgsz: int) -> np.ndarray:
+    """Resize keeping aspect ratio and pad to ``imgsz`` squared (grey 114) as YOLO does; (H,W,3) BGR uint8.
 
     Examples:
-        >>> letterbox(np.zeros((50, 100, 3), np.uint8), imgsz=64).shape
-        (1, 3, 64, 64)
+        >>> canvas = letterbox_canvas(np.zeros((50, 100, 3), np.uint8), imgsz=64)
+        >>> canvas.shape, canvas.dtype, int(canvas[0, 0, 0]), int(canvas[32, 0, 0])
+        ((64, 64, 3), dtype('uint8'), 114, 0)
     """
     import cv2
 
@@ -34,6 +35,17 @@ def letterbox(image_bgr: np.ndarray, *, imgsz: int) -> np.ndarray:
     canvas = np.full((imgsz, imgsz, 3), 114, dtype=np.uint8)
     top, left = (imgsz - nh) // 2, (imgsz - nw) // 2
     canvas[top : top + nh, left : left + nw] = resized
+    return canvas
+
+
+def letterbox(image_bgr: np.ndarray, *, imgsz: int) -> np.ndarray:
+    """:func:`letterbox_canvas` as a model input: (1,3,H,W) RGB float32 in 0..1.
+
+    Examples:
+        >>> letterbox(np.zeros((50, 100, 3), np.uint8), imgsz=64).shape
+        (1, 3, 64, 64)
+    """
+    canvas = letterbox_canvas(image_bgr, imgsz=imgsz)
     return np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
@@ -102,6 +114,19 @@ def onnx_outputs(onnx_path: Path, inputs: Sequence[np.ndarray], *, threads: int)
     return [session.run(None, {name: x})[0] for x in inputs]
 
 
+def openvino_outputs(model: Path, inputs: Sequence[np.ndarray], *, threads: int) -> list[np.ndarray]:
+    """OpenVINO's first output for each (1,3,H,W) input (an IR folder or file), at OpenVINO's default precision."""
+    from dronevision.runtime import open_session
+
+    session = open_session(model, "openvino", threads=threads, batch=1)
+    return [session.run(x) for x in inputs]
+
+
+def file_size(path: Path) -> int:
+    """Bytes in a file, or in every file under a folder."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def max_abs_diff(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
     """Largest absolute difference over pairs of arrays of equal shapes.
 
@@ -127,6 +152,14 @@ def read_metadata(onnx_path: Path) -> dict[str, Any]:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     return parse_metadata({p.key: p.value for p in model.metadata_props})
+
+
+def read_metadata_props(onnx_path: Path) -> dict[str, str]:
+    """An ONNX file's metadata_props as they are stored (strings)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def _copy_metadata(source: Any, target: Any) -> None:

@@ -105,11 +105,12 @@ def check_export_settings(export: Mapping[str, Any]) -> None:
     imgsz = export.get("imgsz")
     if imgsz is not None and (not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz <= 0):
         raise DroneVisionError(f"export.imgsz {imgsz!r} must be a positive integer, or null for the training imgsz")
-    if export.get("int8"):
-        if not export.get("calibration"):
+    for key in ("int8", "openvino_int8"):
+        if export.get(key) and not export.get("calibration"):
             raise DroneVisionError(
-                "export.int8=true needs export.calibration=<dataset dir or data.yaml> (images to calibrate on)"
+                f"export.{key}=true needs export.calibration=<dataset dir or data.yaml> (images to calibrate on)"
             )
+    if export.get("int8") or export.get("openvino_int8"):
         n = export.get("calibration_images")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise DroneVisionError(f"export.calibration_images {n!r} must be a positive integer")
@@ -134,8 +135,9 @@ def _fmt(value: float | None, spec: str) -> str:
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The command's final lines for humans: one per variant, then where things are.
 
-    ``max diff``: the largest |ONNX Runtime - PyTorch| over the raw outputs (boxes in pixels), and over the class
-    scores alone; ``drop``: mAP50 points (x100) below the .pt's on the same square inputs.
+    ``max diff``: the largest |runtime - PyTorch| (ONNX Runtime; OpenVINO for its IR) over the raw outputs (boxes
+    in pixels), and over the class scores alone; ``drop``: mAP50 points (x100) below the .pt's on the same square
+    inputs.
 
     Examples:
         >>> print(format_summary({

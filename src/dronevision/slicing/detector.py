@@ -73,7 +73,7 @@ def pick_runtime(suffix: str, runtime: str, *, device: str | int | None, reasons
     """The runtime for a model file of ``suffix``: ``runtime`` itself, or what ``auto`` means here.
 
     Args:
-        suffix: ``.pt`` or ``.onnx``.
+        suffix: ``.pt``, ``.onnx`` or ``.xml`` (OpenVINO IR).
         runtime: one of :data:`DETECTOR_RUNTIMES`.
         device: the requested device (a GPU makes ``auto`` prefer ``ort-cuda`` for ONNX).
         reasons: runtime -> None if it can run here, else why not (:func:`dronevision.runtime.available`).
@@ -84,6 +84,8 @@ def pick_runtime(suffix: str, runtime: str, *, device: str | int | None, reasons
         ('openvino', 'torch')
         >>> pick_runtime(".onnx", "auto", device=0, reasons={**ok, "ort-cuda": None})
         'ort-cuda'
+        >>> pick_runtime(".xml", "auto", device=None, reasons=ok)
+        'openvino'
         >>> pick_runtime(".pt", "openvino", device=None, reasons=ok)
         Traceback (most recent call last):
         ...
@@ -92,8 +94,12 @@ def pick_runtime(suffix: str, runtime: str, *, device: str | int | None, reasons
     if runtime not in DETECTOR_RUNTIMES:
         raise DroneVisionError(f"unknown runtime '{runtime}'; valid: {', '.join(DETECTOR_RUNTIMES)}")
     suffix = suffix.lower()
-    if suffix not in (".pt", ".onnx"):
-        raise DroneVisionError(f"a detector is a .pt or .onnx file, got '{suffix}'")
+    if suffix not in (".pt", ".onnx", ".xml"):
+        raise DroneVisionError(f"a detector is a .pt, .onnx or OpenVINO .xml file, got '{suffix}'")
+    if suffix == ".xml":
+        if runtime not in ("auto", "openvino"):
+            raise DroneVisionError(f"an OpenVINO .xml runs on 'openvino' only, not '{runtime}'")
+        return "openvino"
     if suffix == ".pt":
         if runtime not in ("auto", "torch"):
             raise DroneVisionError(f"a .pt checkpoint runs on 'torch' only; export it to ONNX for '{runtime}'")
@@ -310,6 +316,8 @@ def load_detector(
         dronevision.runtime.RuntimeUnavailable: the runtime cannot run here.
     """
     weights = Path(weights)
+    if weights.is_dir() and (weights / "model.xml").is_file():  # an OpenVINO IR folder
+        weights = weights / "model.xml"
     if not weights.is_file():
         raise DroneVisionError(f"{weights}: model file does not exist")
     auto_onnx = runtime == "auto" and weights.suffix.lower() == ".onnx"
