@@ -14,6 +14,7 @@ import pytest
 from dronevision.dataset.visdrone import CATEGORIES
 from dronevision.errors import DroneVisionError
 from dronevision.evaluate import coco_detections, coco_ground_truth
+from dronevision.evaluate.ground_truth import load_dataset_ground_truth, load_visdrone_det_ground_truth
 from dronevision.evaluate.protocols import (
     IOU_THRESHOLDS,
     GroundTruthImage,
@@ -21,8 +22,6 @@ from dronevision.evaluate.protocols import (
     coco_protocol,
     greedy_match,
     ignored_fraction,
-    load_dataset_ground_truth,
-    load_visdrone_det_ground_truth,
     visdrone_protocol,
     voc_ap,
 )

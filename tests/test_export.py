@@ -146,6 +146,29 @@ def test_openvino_int8_is_an_ir_with_silu_fused(full_export: tuple[dict, Path, s
 
 
 @pytest.mark.slow
+def test_the_benchmark_takes_the_ir_folder_and_finds_the_training_run(full_export: tuple[dict, Path, str]) -> None:
+    from dronevision.benchmark import run as benchmark
+
+    summary, out_dir, run_id = full_export
+    cfg = compose_config(
+        "benchmark",
+        f"onnx={out_dir / FILES['int8_openvino']}",
+        f"out_dir={out_dir.parent / 'bench-ir'}",
+        "runtime=[openvino,ort-cpu]",
+        "batch=[1]",
+        "min_time_s=0.2",
+        "warmup=2",
+        "frame_wh=[160,120]",
+        "openvino.u8_input=true",
+    )
+    result = benchmark(cfg)
+    assert result["runtimes"]["ort-cpu"]["skipped"].endswith("is an OpenVINO IR: it runs on openvino only, not ort-cpu")
+    assert result["runtimes"]["openvino"]["precision"].startswith("int8+")
+    # the export's summary.json names the folder; its run is the training's
+    assert result["mlflow"]["ok"] and result["run_id"] == run_id == summary["mlflow"]["run_id"]
+
+
+@pytest.mark.slow
 def test_summary_records_map_of_every_variant(full_export: tuple[dict, Path, str]) -> None:
     summary, out_dir, _ = full_export
     assert set(summary) >= SUMMARY_KEYS | {"mlflow"}

@@ -29,6 +29,7 @@ ORT_PROVIDERS = {
     "ort-trt": "TensorrtExecutionProvider",
 }
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+REQUEST_TIMEOUT_S = 120  # one OpenVINO request; far beyond any detector's latency
 QUANTIZED_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
 )
@@ -412,7 +413,7 @@ class OpenVinoSession(Session):
         if info.quantized:
             self.precision = f"int8+{self.precision}"
         self._request = self._compiled.create_infer_request()
-        self._queue = ov.AsyncInferQueue(self._compiled, streams) if streams > 1 else None
+        self._requests = [self._request] + [self._compiled.create_infer_request() for _ in range(streams - 1)]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run on ``x``; returns a copy of the first output (the request reuses its buffer)."""
@@ -420,19 +421,23 @@ class OpenVinoSession(Session):
         return self._request.get_output_tensor(0).data.copy()
 
     def run_many(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run on every input, ``streams`` requests in flight; outputs in input order."""
-        if self._queue is None:
+        """Run on every input, ``streams`` requests in flight (in waves); outputs in input order.
+
+        Plain infer requests with a bounded wait, not ``AsyncInferQueue``: its ``wait_all`` has hung on AMD EPYC
+        runners (ultralytics#25923); a request that does not finish in :data:`REQUEST_TIMEOUT_S` raises.
+        """
+        if len(self._requests) == 1:
             return super().run_many(xs)
-        outputs: list[np.ndarray | None] = [None] * len(xs)
-
-        def done(request: Any, i: int) -> None:
-            outputs[i] = request.get_output_tensor(0).data.copy()
-
-        self._queue.set_callback(done)
-        for i, x in enumerate(xs):
-            self._queue.start_async({0: x}, i, share_inputs=True)  # ``xs`` outlives wait_all: no copies
-        self._queue.wait_all()
-        return outputs  # type: ignore[return-value]
+        outputs = []
+        for start in range(0, len(xs), len(self._requests)):
+            wave = list(zip(self._requests, xs[start : start + len(self._requests)]))
+            for request, x in wave:
+                request.start_async({0: x}, share_inputs=True)  # ``xs`` outlives the wait: no copies
+            for request, _ in wave:
+                if not request.wait_for(REQUEST_TIMEOUT_S * 1000):
+                    raise RuntimeError(f"an OpenVINO request did not finish within {REQUEST_TIMEOUT_S} s")
+                outputs.append(request.get_output_tensor(0).data.copy())
+        return outputs
 
 
 def _u8_bgr_input(model: Any) -> Any:

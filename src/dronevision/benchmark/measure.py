@@ -245,7 +245,8 @@ def find_mlflow_run(cfg: DictConfig, info: ModelInfo) -> tuple[str | None, str |
             except (OSError, ValueError):
                 data = None
             found_id, found_uri = mlflow_ref_from_summary(data)
-            if found_id and _names_path(data, info.path):
+            named = _names_path(data, info.path) or (info.path.suffix == ".xml" and _names_path(data, info.path.parent))
+            if found_id and named:  # an IR's summary names its folder
                 run_id, uri, source = found_id, uri or found_uri, str(summary)
                 break
     if run_id is None:

@@ -43,7 +43,8 @@ def _mode_rows(entries: Mapping[str, Any], mode: str) -> list[list[Any]]:
     rows = []
     for name, batch, r in measured_entries(entries):
         s, shape = r[mode], "x".join(map(str, r["input_shape"]))
-        row = [name, r["provider"], r["precision"], batch, r["threads"], shape, s["p50_ms"], s["p90_ms"], s["p99_ms"]]
+        row = [name, r["provider"], r["precision"], batch, r["threads"], r.get("requests_per_call", 1), shape]
+        row += [s["p50_ms"], s["p90_ms"], s["p99_ms"]]
         row += [s["fps"], f"{s['iterations']} ({s['kept']})"]
         if mode == "model_only":
             diff = r.get("max_abs_diff_vs_ort_cpu")
@@ -85,10 +86,12 @@ def report_markdown(result: Mapping[str, Any]) -> str:
         f"- frames: {frames}",
         f"- timing: {timing['warmup']} warm-up calls, then timed calls for at least {timing['min_time_s']} s "
         f"({timing['min_iters']} to {timing['max_iters']} calls); latencies sigma-clipped (2 sigma, up to 3 passes). "
-        "Latency is one call of one batch; frames/s = batch / p50.",
+        "Latency is one call: one batch, or with OpenVINO streams 2 x streams batches in flight (requests per call);"
+        " frames/s = batch x requests per call / p50.",
         "",
     ]
-    header = ["runtime", "provider", "precision", "batch", "threads", "input shape", "p50 ms", "p90 ms", "p99 ms"]
+    header = ["runtime", "provider", "precision", "batch", "threads", "requests per call", "input shape"]
+    header += ["p50 ms", "p90 ms", "p99 ms"]
     header += ["frames/s", "calls (kept)"]
     for mode, title in MODES.items():
         extra = ["max abs diff vs ort-cpu"] if mode == "model_only" else []

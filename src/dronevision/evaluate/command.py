@@ -89,7 +89,7 @@ def check_same_classes(model_names: Mapping[int, str], model: Path, truth: Groun
 
 def load_ground_truth(path: Path, split: str) -> GroundTruth:
     """A built dataset's split, or a raw VisDrone-DET folder, as :class:`GroundTruth`."""
-    from dronevision.evaluate.protocols import load_dataset_ground_truth, load_visdrone_det_ground_truth
+    from dronevision.evaluate.ground_truth import load_dataset_ground_truth, load_visdrone_det_ground_truth
 
     path = Path(path).expanduser().resolve()
     if not path.exists():

@@ -243,7 +243,7 @@ def _compare_outputs(plan: Plan, paths: dict[str, Path], inputs: list[np.ndarray
         diff = max_abs_diff(reference, outputs)
         # rows 4.. of ultralytics' (batch, 4 + classes, anchors) output are the class scores, in 0..1
         score_diff = max_abs_diff([r[:, 4:] for r in reference], [y[:, 4:] for y in outputs])
-        log.info("%s: max |ONNX Runtime - PyTorch| = %.3g (class scores: %.3g)", name, diff, score_diff)
+        log.info("%s: max |runtime - PyTorch| = %.3g (class scores: %.3g)", name, diff, score_diff)
         variants[name] = {
             "path": str(path),
             "size_mb": round(file_size(path) / 1e6, 3),
@@ -292,7 +292,10 @@ def _judge_int8(
             continue
         assert pt_metrics is not None  # a known drop needs the .pt's mAP50
         path = paths.pop(name)
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
         int8["path"] = None
         refused.append(
             f"{name} mAP50 drops by {drop:.2f} points (.pt {pt_metrics['map50']:.4f} -> {int8['map50']:.4f}),"
