@@ -164,6 +164,8 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 log.info("round %d/%d: %s (%s, %s)", i + 1, args.rounds, label, session.provider, session.precision)
                 samples["model"].append(time_calls(calls[0], **timing))
                 samples["e2e"].append(time_calls(calls[1], **timing))
+    for _, session, *_ in opened:
+        session.close()
     shutil.rmtree(work)
 
     rows = []

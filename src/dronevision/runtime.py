@@ -169,7 +169,9 @@ def read_model_info(model: Path) -> ModelInfo:
     from onnx import helper
 
     model = Path(model).expanduser().resolve()
-    if model.is_dir() and (model / "model.xml").is_file():  # an OpenVINO IR folder (ultralytics' layout)
+    if model.is_dir():  # an OpenVINO IR folder (ultralytics' layout)
+        if not (model / "model.xml").is_file():
+            raise DroneVisionError(f"model {model} is a folder without model.xml (not an OpenVINO IR export)")
         model = model / "model.xml"
     if not model.is_file():
         raise DroneVisionError(f"model {model} does not exist")
@@ -196,9 +198,17 @@ def read_model_info(model: Path) -> ModelInfo:
 def _read_ir_info(model: Path) -> ModelInfo:
     """:func:`read_model_info` for an OpenVINO IR: the input from the .xml, metadata from ``metadata.yaml`` beside it
     (ultralytics' layout for OpenVINO exports)."""
+    import xml.etree.ElementTree as ET
+
     import openvino as ov
     import yaml
 
+    try:  # checked first: OpenVINO's own error for a file that is not IR is long and says little
+        root_tag = ET.parse(model).getroot().tag
+    except ET.ParseError as e:
+        raise DroneVisionError(f"model {model} is not an OpenVINO IR (not XML: {e})") from None
+    if root_tag != "net":
+        raise DroneVisionError(f"model {model} is not an OpenVINO IR (its root element is <{root_tag}>, not <net>)")
     try:
         ir = ov.Core().read_model(str(model))
     except Exception as e:
@@ -314,6 +324,9 @@ class Session:
         """Run on several inputs; runtimes with parallel requests (OpenVINO streams) overlap them."""
         return [self.run(x) for x in xs]
 
+    def close(self) -> None:
+        """Release the runtime's objects now (the session cannot run afterwards)."""
+
     def describe(self) -> dict[str, Any]:
         """The facts a benchmark reports with every number."""
         return {
@@ -419,6 +432,14 @@ class OpenVinoSession(Session):
         """Run on ``x``; returns a copy of the first output (the request reuses its buffer)."""
         self._request.infer({0: x}, share_inputs=True)  # no copy of the input (it outlives the call)
         return self._request.get_output_tensor(0).data.copy()
+
+    def close(self) -> None:
+        """Free the compiled model and its requests now (cycles included), not at some later garbage collection:
+        a benchmark grid opens one compiled model after another."""
+        import gc
+
+        self._requests, self._request, self._compiled = [], None, None
+        gc.collect()
 
     def run_many(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run on every input, ``streams`` requests in flight (in waves); outputs in input order.

@@ -218,6 +218,8 @@ def measure(
         log.warning("%s batch %d failed; the other runs go on", runtime, batch, exc_info=True)
         first_line = (str(e).strip().splitlines() or [""])[0][:300]
         return {"skipped": f"failed while running: {type(e).__name__}: {first_line}"}, None
+    finally:
+        session.close()
     if not np.isfinite(first).all():
         log.warning("%s batch %d: the output holds non-finite values", runtime, batch)
     entry = {
@@ -341,7 +343,7 @@ def make_plan(cfg: DictConfig) -> Plan:
     from dronevision.runtime import read_model_info
 
     if cfg.onnx is None:
-        raise DroneVisionError("model=<path to an .onnx file> is required")
+        raise DroneVisionError("model=<an .onnx file or an OpenVINO IR folder> is required")
     runtimes = [check_runtime(str(r)) for r in as_list(OmegaConf.to_object(cfg.runtime), "runtime")]
     batches = as_list(OmegaConf.to_object(cfg.batch), "batch")
     if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):

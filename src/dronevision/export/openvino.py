@@ -77,6 +77,8 @@ def to_openvino_int8(
 
     Returns the .xml path and the settings used, for summary.json.
     """
+    # nncf imports torch.utils.cpp_extension, which logs a warning about CUDA_HOME on machines without CUDA
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
     import openvino as ov
 
