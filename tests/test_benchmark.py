@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from omegaconf import DictConfig
@@ -372,6 +374,27 @@ def test_benchmark_with_openvino_streams_and_uint8_input(
     for mode in ("model_only", "e2e"):  # 2 images x 4 requests per timed call
         assert ov_entry[mode]["fps"] == pytest.approx(8 * 1000 / ov_entry[mode]["p50_ms"], rel=1e-3)
     assert ov_entry["max_abs_diff_vs_ort_cpu"] < 1e-2  # the uint8 path computes what the float one does
+
+
+@pytest.mark.slow
+def test_rect_gives_wide_frames_a_wide_input_on_a_dynamic_model(
+    tiny_onnx: Path, compose_bench: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from dronevision.benchmark.measure import input_hw
+
+    shapes = {}
+    for rect in ("true", "false"):
+        cfg = compose_bench(
+            f"onnx={tiny_onnx}", "runtime=[ort-cpu]", "batch=[1]", "frame_wh=[256,96]", f"rect={rect}",
+            f"out_dir={tmp_path / rect}", "mlflow.tracking_uri=null",
+        )  # fmt: skip
+        result = json.loads((Path(run(cfg)["out_dir"]) / "benchmark.json").read_text())
+        shapes[rect] = result["runtimes"]["ort-cpu"]["batches"]["1"]["input_shape"]
+    # 256x96 at 64: 64x24, padded to the stride 32 -> 32x64 (ultralytics' rectangular letterbox)
+    assert shapes == {"true": [1, 3, 32, 64], "false": [1, 3, 64, 64]}
+    static = replace(read_model_info(tiny_onnx), input_shape=(1, 3, 64, 64))
+    wide = cv2.imencode(".jpg", np.zeros((96, 256, 3), np.uint8))[1].tobytes()
+    assert input_hw(static, wide, rect=True) == (64, 64)  # a fixed-size model keeps its size
 
 
 @pytest.mark.slow

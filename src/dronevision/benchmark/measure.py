@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def fixed_threads(threads: int) -> Iterator[None]:
 
 
 def make_e2e_step(
-    session: Session, frames: Sequence[bytes], *, imgsz: int, nms: Mapping[str, Any], end2end: bool
+    session: Session, frames: Sequence[bytes], *, imgsz: int | tuple[int, int], nms: Mapping[str, Any], end2end: bool
 ) -> Callable[[], list[Any]]:
     """One end-to-end call: decode JPEGs, letterbox, run, NMS on the raw output (ultralytics'); it handles
     ``batch`` x :func:`requests_per_call` frames (a session with several streams gets them all busy)."""
@@ -168,7 +168,7 @@ def make_model_call(session: Session, x: np.ndarray) -> Callable[[], Any]:
     return lambda: session.run_many(xs)
 
 
-def session_input(images_bgr: Sequence[np.ndarray], *, imgsz: int, dtype: np.dtype) -> np.ndarray:
+def session_input(images_bgr: Sequence[np.ndarray], *, imgsz: int | tuple[int, int], dtype: np.dtype) -> np.ndarray:
     """Letterboxed frames as a session takes them: (N,3,H,W) RGB 0..1 in ``dtype``, or for a uint8 input
     (OpenVINO's ``u8_input``, which preprocesses in the graph) the (N,H,W,3) BGR canvases as they are."""
     from dronevision.export.convert import letterbox, letterbox_canvas
@@ -178,7 +178,7 @@ def session_input(images_bgr: Sequence[np.ndarray], *, imgsz: int, dtype: np.dty
     return np.concatenate([letterbox(im, imgsz=imgsz) for im in images_bgr]).astype(dtype, copy=False)
 
 
-def model_tensor(frames: Sequence[bytes], *, batch: int, imgsz: int, dtype: np.dtype) -> np.ndarray:
+def model_tensor(frames: Sequence[bytes], *, batch: int, imgsz: int | tuple[int, int], dtype: np.dtype) -> np.ndarray:
     """The fixed preprocessed input of the model-only timing: the first ``batch`` frames (cycled), letterboxed."""
     import cv2
 
@@ -206,7 +206,7 @@ def measure(
     except RuntimeUnavailable as e:
         log.info("%s batch %d skipped: %s", runtime, batch, e)
         return {"skipped": str(e)}, None
-    imgsz = info.imgsz[0]
+    imgsz = info.imgsz  # (h, w): rectangular with benchmark.rect on a dynamic-size model
     per_call = batch * requests_per_call(session)
     try:
         x = model_tensor(frames, batch=batch, imgsz=imgsz, dtype=session.input_dtype)
@@ -361,6 +361,20 @@ def make_plan(cfg: DictConfig) -> Plan:
     return Plan(info, runtimes, batches, threads, reasons, target)
 
 
+def input_hw(info: ModelInfo, frame: bytes, *, rect: bool) -> tuple[int, int]:
+    """The model input (h, w) for frames like ``frame``: the model's square size, or with ``rect`` and a model of
+    dynamic height and width, ultralytics' rectangular letterbox (long side at imgsz, the other side padded only to
+    the stride): 1920x1080 footage at 640 runs at 384x640, not 640x640."""
+    import cv2
+
+    from dronevision.slicing.yolo import letterbox_plan
+
+    if not rect or info.input_shape[2] is not None or info.input_shape[3] is not None:
+        return info.imgsz
+    hw = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    return letterbox_plan(hw, info.imgsz, stride=info.stride or 32, auto=True).input_hw
+
+
 def measure_grid(plan: Plan, frames: Sequence[bytes], cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Time every runtime × batch (a progress bar over the grid); unavailable ones get ``{"skipped": reason}``."""
     from tqdm import tqdm
@@ -369,6 +383,9 @@ def measure_grid(plan: Plan, frames: Sequence[bytes], cfg: DictConfig) -> dict[s
     entries: dict[str, dict[str, Any]] = {}
     outputs: dict[tuple[str, int], np.ndarray] = {}
     total = len(plan.runtimes) * len(plan.batches)
+    info = replace(plan.info, imgsz=input_hw(plan.info, frames[0], rect=bool(cfg.rect)))
+    if info.imgsz != plan.info.imgsz:
+        log.info("input %dx%d: rect=true keeps the frames' aspect ratio, padded to the stride", *info.imgsz)
     bar = tqdm(total=total, desc="benchmark", unit="run")
     with fixed_threads(plan.threads), logging_redirect_tqdm(), bar:
         for name in plan.runtimes:
@@ -380,7 +397,7 @@ def measure_grid(plan: Plan, frames: Sequence[bytes], cfg: DictConfig) -> dict[s
             per_batch: dict[str, Any] = {}
             for batch in plan.batches:
                 bar.set_postfix_str(f"{name} batch {batch}")
-                per_batch[str(batch)], out = measure(plan.info, name, batch, frames, cfg, threads=plan.threads)
+                per_batch[str(batch)], out = measure(info, name, batch, frames, cfg, threads=plan.threads)
                 if out is not None:
                     outputs[name, batch] = out
                 bar.update()

@@ -18,27 +18,31 @@ from dronevision.export.core import head_nodes_to_exclude, parse_metadata
 log = logging.getLogger(__name__)
 
 
-def letterbox_canvas(image_bgr: np.ndarray, *, imgsz: int) -> np.ndarray:
-    """Resize keeping aspect ratio and pad to ``imgsz`` squared (grey 114) as YOLO does; (H,W,3) BGR uint8.
+def letterbox_canvas(image_bgr: np.ndarray, *, imgsz: int | tuple[int, int]) -> np.ndarray:
+    """Resize keeping aspect ratio and pad, centred, to ``imgsz`` (a side, or ``(h, w)``) with grey 114 as YOLO
+    does; (H,W,3) BGR uint8.
 
     Examples:
         >>> canvas = letterbox_canvas(np.zeros((50, 100, 3), np.uint8), imgsz=64)
         >>> canvas.shape, canvas.dtype, int(canvas[0, 0, 0]), int(canvas[32, 0, 0])
         ((64, 64, 3), dtype('uint8'), 114, 0)
+        >>> letterbox_canvas(np.zeros((1080, 1920, 3), np.uint8), imgsz=(384, 640))[[0, 12, 371, 372], 0, 0].tolist()
+        [114, 0, 0, 114]
     """
     import cv2
 
+    out_h, out_w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     h, w = image_bgr.shape[:2]
-    scale = min(imgsz / h, imgsz / w)
+    scale = min(out_h / h, out_w / w)
     nh, nw = round(h * scale), round(w * scale)
     resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((imgsz, imgsz, 3), 114, dtype=np.uint8)
-    top, left = (imgsz - nh) // 2, (imgsz - nw) // 2
+    canvas = np.full((out_h, out_w, 3), 114, dtype=np.uint8)
+    top, left = (out_h - nh) // 2, (out_w - nw) // 2
     canvas[top : top + nh, left : left + nw] = resized
     return canvas
 
 
-def letterbox(image_bgr: np.ndarray, *, imgsz: int) -> np.ndarray:
+def letterbox(image_bgr: np.ndarray, *, imgsz: int | tuple[int, int]) -> np.ndarray:
     """:func:`letterbox_canvas` as a model input: (1,3,H,W) RGB float32 in 0..1.
 
     Examples:
