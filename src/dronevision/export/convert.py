@@ -31,14 +31,13 @@ def letterbox_canvas(image_bgr: np.ndarray, *, imgsz: int | tuple[int, int]) -> 
     """
     import cv2
 
-    out_h, out_w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    h, w = image_bgr.shape[:2]
-    scale = min(out_h / h, out_w / w)
-    nh, nw = round(h * scale), round(w * scale)
-    resized = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((out_h, out_w, 3), 114, dtype=np.uint8)
-    top, left = (out_h - nh) // 2, (out_w - nw) // 2
-    canvas[top : top + nh, left : left + nw] = resized
+    from dronevision.slicing.yolo import letterbox_plan  # ultralytics' geometry, shared with the detectors
+
+    hw = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+    plan = letterbox_plan(image_bgr.shape[:2], hw, stride=32, auto=False)
+    (nw, nh), top, left = plan.resized_wh, plan.top, plan.left
+    canvas = np.full((*plan.input_hw, 3), 114, dtype=np.uint8)
+    canvas[top : top + nh, left : left + nw] = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return canvas
 
 
