@@ -159,6 +159,11 @@ class ModelInfo:
         return (batch, int(channels), *self.imgsz)
 
 
+def ir_xml(path: Path) -> Path:
+    """``path/model.xml`` for an OpenVINO IR folder (ultralytics' layout, as the export writes it), else ``path``."""
+    return path / "model.xml" if path.is_dir() and (path / "model.xml").is_file() else path
+
+
 def read_model_info(model: Path) -> ModelInfo:
     """Read an ONNX model's (or an OpenVINO IR's) first input and its metadata (ultralytics' keys).
 
@@ -168,11 +173,9 @@ def read_model_info(model: Path) -> ModelInfo:
     import onnx
     from onnx import helper
 
-    model = Path(model).expanduser().resolve()
-    if model.is_dir():  # an OpenVINO IR folder (ultralytics' layout)
-        if not (model / "model.xml").is_file():
-            raise DroneVisionError(f"model {model} is a folder without model.xml (not an OpenVINO IR export)")
-        model = model / "model.xml"
+    model = ir_xml(Path(model).expanduser().resolve())
+    if model.is_dir():
+        raise DroneVisionError(f"model {model} is a folder without model.xml (not an OpenVINO IR export)")
     if not model.is_file():
         raise DroneVisionError(f"model {model} does not exist")
     if model.suffix.lower() == ".xml":
@@ -315,6 +318,7 @@ class Session:
     threads: int
     input_shape: tuple[int, int, int, int]
     input_dtype: np.dtype
+    streams: int = 1
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run the model on an array of :attr:`input_shape`; returns its first output."""
@@ -334,7 +338,7 @@ class Session:
             "provider": self.provider,
             "precision": self.precision,
             "threads": self.threads,
-            "streams": getattr(self, "streams", 1),
+            "streams": self.streams,
             "input_shape": list(self.input_shape),
         }
 

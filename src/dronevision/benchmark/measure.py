@@ -144,8 +144,7 @@ def make_e2e_step(
         for _ in range(requests):
             images = [cv2.imdecode(np.frombuffer(next(cycle), np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
             inputs.append(session_input(images, imgsz=imgsz, dtype=dtype))
-        outputs = session.run_many(inputs) if requests > 1 else [session.run(inputs[0])]
-        y = torch.from_numpy(np.concatenate(outputs).astype(np.float32, copy=False))
+        y = torch.from_numpy(np.concatenate(session.run_many(inputs)).astype(np.float32, copy=False))
         return non_max_suppression(
             y, conf_thres=nms["conf"], iou_thres=nms["iou"], max_det=nms["max_det"], end2end=end2end
         )
@@ -155,8 +154,7 @@ def make_e2e_step(
 
 def requests_per_call(session: Session) -> int:
     """Requests one timed call makes: 1, or twice the streams of a session that runs several in parallel."""
-    streams = getattr(session, "streams", 1)
-    return 1 if streams <= 1 else 2 * streams
+    return 1 if session.streams <= 1 else 2 * session.streams
 
 
 def make_model_call(session: Session, x: np.ndarray) -> Callable[[], Any]:

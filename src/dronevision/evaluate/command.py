@@ -121,9 +121,9 @@ def load_ground_truth(path: Path, split: str) -> GroundTruth:
 def check_weights(weights: Path, imgsz: int | None) -> Path:
     """A .pt, .onnx or OpenVINO .xml (or IR folder) that exists; a static input size other than ``imgsz`` is
     refused."""
-    weights = Path(weights).expanduser().resolve()
-    if weights.is_dir() and (weights / "model.xml").is_file():
-        weights = weights / "model.xml"
+    from dronevision.runtime import ir_xml
+
+    weights = ir_xml(Path(weights).expanduser().resolve())
     if not weights.is_file():
         raise DroneVisionError(f"weights {weights} does not exist")
     if weights.suffix not in (".pt", ".onnx", ".xml"):

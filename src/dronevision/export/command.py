@@ -212,9 +212,10 @@ def _export_variants(plan: Plan, ex: DictConfig, out_dir: Path) -> tuple[dict[st
         paths["int8"] = out_dir / FILES["int8"]
         settings.update(to_int8(paths["fp32"], paths["int8"], chosen, imgsz=plan.imgsz))
     if ex.openvino_int8:
-        inputs = [load_letterboxed(p, imgsz=plan.imgsz) for p in chosen]
         props = read_metadata_props(paths["fp32"])
-        xml, ov_settings = to_openvino_int8(paths["fp32"], out_dir / FILES["int8_openvino"], inputs, metadata=props)
+        xml, ov_settings = to_openvino_int8(
+            paths["fp32"], out_dir / FILES["int8_openvino"], chosen, imgsz=plan.imgsz, metadata=props
+        )
         paths["int8_openvino"] = xml.parent
         settings["openvino"] = ov_settings
     return paths, settings

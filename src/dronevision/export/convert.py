@@ -151,10 +151,7 @@ def onnx_max_abs_diff(weights: Path, onnx_path: Path, image: Path, *, imgsz: int
 
 def read_metadata(onnx_path: Path) -> dict[str, Any]:
     """``names``, ``imgsz`` and ``stride`` as stored in an ONNX file's metadata."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return parse_metadata({p.key: p.value for p in model.metadata_props})
+    return parse_metadata(read_metadata_props(onnx_path))
 
 
 def read_metadata_props(onnx_path: Path) -> dict[str, str]:

@@ -71,12 +71,15 @@ def write_ir(model: Any, folder: Path, metadata: Mapping[str, Any]) -> Path:
 
 
 def to_openvino_int8(
-    fp32: Path, folder: Path, inputs: Sequence[Any], *, metadata: Mapping[str, Any]
+    fp32: Path, folder: Path, images: Sequence[Path], *, imgsz: int, metadata: Mapping[str, Any]
 ) -> tuple[Path, dict[str, Any]]:
-    """Quantize the FP32 ONNX ``fp32`` with NNCF on ``inputs`` (letterboxed (1,3,H,W) arrays) into ``folder``.
+    """Quantize the FP32 ONNX ``fp32`` with NNCF, calibrated on ``images`` (letterboxed to ``imgsz`` one at a time,
+    as NNCF asks for them), into ``folder``.
 
     Returns the .xml path and the settings used, for summary.json.
     """
+    from dronevision.export.convert import load_letterboxed
+
     # nncf imports torch.utils.cpp_extension, which logs a warning about CUDA_HOME on machines without CUDA
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
@@ -90,9 +93,9 @@ def to_openvino_int8(
         log.warning("OpenVINO INT8: no ultralytics detection head found in %s; quantizing every node", fp32.name)
     quantized = nncf.quantize(
         model,
-        nncf.Dataset(list(inputs)),
+        nncf.Dataset(list(images), lambda image: load_letterboxed(image, imgsz=imgsz)),
         preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(inputs),
+        subset_size=len(images),
         ignored_scope=nncf.IgnoredScope(names=floating, validate=False),
     )
     xml = write_ir(quantized, folder, metadata)
@@ -100,7 +103,7 @@ def to_openvino_int8(
         "OpenVINO INT8: %d SiLU fused, %d head nodes kept in float, calibrated on %d images -> %s",
         fused,
         len(floating),
-        len(inputs),
+        len(images),
         xml,
     )
     return xml, {
@@ -108,5 +111,5 @@ def to_openvino_int8(
         "preset": "MIXED",
         "silu_fused": fused,
         "float_nodes": len(floating),
-        "images": len(inputs),
+        "images": len(images),
     }

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.runtime import RUNTIMES, available, check_runtime, open_session, read_model_info
+from dronevision.runtime import RUNTIMES, available, check_runtime, ir_xml, open_session, read_model_info
 from dronevision.schema import Detections
 from dronevision.slicing.yolo import decode_yolo, letterbox_batch, letterbox_plan, scale_boxes
 
@@ -315,9 +315,7 @@ def load_detector(
         DroneVisionError: the file is missing or of the wrong kind for ``runtime``.
         dronevision.runtime.RuntimeUnavailable: the runtime cannot run here.
     """
-    weights = Path(weights)
-    if weights.is_dir() and (weights / "model.xml").is_file():  # an OpenVINO IR folder
-        weights = weights / "model.xml"
+    weights = ir_xml(Path(weights))
     if not weights.is_file():
         raise DroneVisionError(f"{weights}: model file does not exist")
     auto_onnx = runtime == "auto" and weights.suffix.lower() == ".onnx"
