@@ -19,11 +19,15 @@ FAMILIES = ("yolo", "rtdetr")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to train: an ultralytics architecture YAML, optional local weights, and the model family."""
+    """What to train: an ultralytics architecture YAML, optional local weights, and the model family.
+
+    ``pruned``: ``weights`` is a pruned checkpoint, trained as it is (its channels differ from ``arch``'s).
+    """
 
     arch: str
     weights: Path | None = None
     family: str = "yolo"
+    pruned: bool = False
 
 
 def ultralytics_train_args(train: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, Any]:

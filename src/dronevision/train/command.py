@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,19 @@ from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, manifest_lines, manifest_sha256, write_data_yaml
 from dronevision.errors import DroneVisionError
 from dronevision.tracking import MlflowRun, flatten, git_state
-from dronevision.train.args import check_resume_settings, resolve_model, train_overrides, ultralytics_train_args
+from dronevision.train.args import (
+    ModelSpec,
+    check_resume_settings,
+    resolve_model,
+    train_overrides,
+    ultralytics_train_args,
+)
 from dronevision.train.lineage import config_differences, expand_from_run, recorded_config
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"  # which MLflow run an out_dir belongs to, for train.resume
+PRUNE_DIR = "prune"  # prune.ratio: the pruned starting checkpoint and prune.json
 
 
 def _resume_config(cfg: DictConfig, out_dir: Path) -> tuple[DictConfig, dict[str, Any], Path | None]:
@@ -43,6 +51,32 @@ def _resume_config(cfg: DictConfig, out_dir: Path) -> tuple[DictConfig, dict[str
     recorded.train.resume = True
     last = out_dir / "train" / "weights" / "last.pt"
     return recorded, json.loads(run_file.read_text()), last if last.is_file() else None
+
+
+def _prune(cfg: DictConfig, model: ModelSpec, nc: int, out_dir: Path) -> tuple[ModelSpec, dict[str, Any] | None]:
+    """Prune ``model.weights`` into ``out_dir/prune/pruned.pt`` when ``prune.ratio`` is set; the model to train."""
+    from dronevision.train.prune import prune_checkpoint
+
+    prune = cfg.get("prune") or {}
+    if prune.get("ratio") is None:
+        return model, None
+    if model.weights is None:
+        raise DroneVisionError("prune.ratio needs model.weights: the trained .pt to prune (then fine-tune)")
+    if model.family != "yolo":
+        raise DroneVisionError(f"prune.ratio: pruning supports YOLO detection models, not model.family {model.family}")
+    pruned = out_dir / PRUNE_DIR / "pruned.pt"
+    report = prune_checkpoint(
+        model.weights,
+        pruned,
+        ratio=float(prune.ratio),
+        round_to=int(prune.round_to),
+        keep_first=int(prune.keep_first),
+        imgsz=int(cfg.train.imgsz),
+        nc=nc,
+    )
+    info = {**report.as_dict(), "source": str(model.weights), "pruned": str(pruned)}
+    (pruned.parent / "prune.json").write_text(json.dumps(info, indent=2))
+    return replace(model, weights=pruned, pruned=True), info
 
 
 def _dataset_lineage(dataset: YoloDataset, sha: str) -> dict[str, str]:
@@ -113,6 +147,9 @@ def _log_results(tracker: MlflowRun, out_dir: Path, summary: dict[str, Any]) -> 
     if summary["onnx_max_abs_diff"] is not None:
         tracker.log_metrics({"final/onnx_max_abs_diff": summary["onnx_max_abs_diff"]})
     tracker.log_metrics({"augment/negatives_made": summary["augment"]["negatives_made"]})
+    if summary["prune"]:
+        keys = ("macs_before", "macs_after", "macs_kept", "params_before", "params_after")
+        tracker.log_metrics({f"prune/{k}": summary["prune"][k] for k in keys})
     tracker.log_artifact(Path(summary["weights"]), "weights")
     if summary["onnx"]:
         tracker.log_artifact(Path(summary["onnx"]), "weights")
@@ -131,6 +168,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"  (pycocotools AP50 {c['AP50']:.3f}  AP {c['AP']:.3f})",
         f"  weights  {summary['weights']}",
     ]
+    if summary["prune"]:
+        p = summary["prune"]
+        lines.append(
+            f"  pruned   {p['ratio']:g} of the channels of {p['source']}: {p['macs_before'] / 1e9:.2f} -> "
+            f"{p['macs_after'] / 1e9:.2f} GMACs at {p['imgsz']}, {p['params_before'] / 1e6:.2f}M -> "
+            f"{p['params_after'] / 1e6:.2f}M parameters, then fine-tuned"
+        )
     if summary["onnx"]:
         lines.append(f"  onnx     {summary['onnx']}  (max |ORT - PyTorch| {summary['onnx_max_abs_diff']:.2g})")
     if summary["mlflow"]["ok"]:
@@ -211,6 +255,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from_run = cfg.get("from_run")
     recorded = recorded_config(cfg.mlflow.tracking_uri, from_run) if from_run and not resumed else None
 
+    if last is None:
+        model, pruning = _prune(cfg, model, len(dataset.names), out_dir)
+    else:  # a resumed run continues from its last.pt, pruned already if the run prunes
+        recorded_prune = out_dir / PRUNE_DIR / "prune.json"
+        pruning = json.loads(recorded_prune.read_text()) if recorded_prune.is_file() else None
+
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if recorded is not None:
@@ -267,6 +317,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         experiment=tracker.experiment,
         resumed=resumed is not None,
         from_run=from_run,
+        prune=pruning,
         dataset={
             "path": str(dataset.yaml_path),
             "classes": list(dataset.names.values()),

@@ -106,6 +106,14 @@ class _DroneVisionMixin:
         with _Signals.saving():
             super().save_model()  # type: ignore[misc]
 
+    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
+        """The pruned model itself when ``weights`` is one (no YAML describes its channels); else ultralytics'."""
+        from dronevision.train.prune import is_pruned
+
+        if is_pruned(weights):
+            return weights
+        return super().get_model(cfg, weights, verbose)  # type: ignore[misc]
+
 
 class DroneVisionTrainer(_DroneVisionMixin, DetectionTrainer):
     """ultralytics' DetectionTrainer with dronevision's augmentation policy and signal-safe checkpoints."""
@@ -188,6 +196,8 @@ def fit(
     if resume_from is not None:
         net = cls(str(resume_from))
         args = {"resume": True, "augmentations": args.get("augmentations")}
+    elif model.pruned:
+        net = cls(str(model.weights))  # a pruned model: only its checkpoint describes its channels
     else:
         net = cls(model.arch) if model.family == "rtdetr" else cls(model.arch, task="detect")
         if model.weights is not None:
