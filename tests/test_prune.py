@@ -72,6 +72,18 @@ def test_pruning_removes_channels_in_rounded_groups_and_keeps_the_head_outputs_a
     assert all(after[n][1] % 8 == 0 and after[n][1] < before[n][1] for n in changed)
 
 
+def test_kept_channels_round_to_the_nearest_multiple_not_down() -> None:
+    from dronevision.train.prune import _nearest_rounding_pruner
+
+    round_to = _nearest_rounding_pruner()._round_to  # (self, n_pruned, current_channels, round_to) -> n_pruned
+    assert round_to(None, 3, 32, 16) == 0  # 29 kept -> 32: a 10% cut of 32 channels is no cut, not a halving
+    assert round_to(None, 7, 64, 16) == 0  # 57 -> 64
+    assert round_to(None, 13, 64, 16) == 16  # 51 -> 48
+    assert round_to(None, 8, 32, 16) == 0  # 24 (a tie) -> 32: ties keep more
+    assert round_to(None, 26, 128, 16) == 32  # 102 -> 96
+    assert round_to(None, 30, 32, 16) == 16  # never below one multiple
+
+
 def test_a_bad_ratio_is_refused_before_anything_changes() -> None:
     model = _model()
     before = _convs(model)

@@ -2,9 +2,9 @@
 
 Channel pruning with torch-pruning: each group of coupled channels (a conv's outputs, the BatchNorm and every layer
 that reads them, residual adds and concatenations included) is ranked by its weights' L2 norm and the lowest
-``ratio`` of every group removed, the kept counts rounded to multiples of ``round_to``. The result is a smaller
-dense model (fewer MACs for every runtime, unlike sparse weights); the training that follows fine-tunes it, and its
-mAP says what the pruning cost. The Detect head's outputs (box distribution, class scores) and the first
+``ratio`` of every group removed, the kept counts rounded to the nearest multiple of ``round_to``. The result is a
+smaller dense model (fewer MACs for every runtime, unlike sparse weights); the training that follows fine-tunes it,
+and its mAP says what the pruning cost. The Detect head's outputs (box distribution, class scores) and the first
 ``keep_first`` layers keep all their channels. Attention blocks (YOLO11's C2PSA, ...) are left whole.
 """
 
@@ -134,6 +134,20 @@ def _ignored_layers(model: nn.Module, keep_first: int) -> list[nn.Module]:
     return ignored
 
 
+def _nearest_rounding_pruner() -> type:
+    import torch_pruning as tp
+
+    class NearestRoundingPruner(tp.pruner.MagnitudePruner):
+        """Kept channel counts rounded to the *nearest* multiple of ``round_to`` (torch-pruning floors them, which at
+        ratio 0.1 halves a 32-channel group: 28.8 -> 16)."""
+
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            kept = max(round_to, int((current_channels - n_pruned) / round_to + 0.5) * round_to)  # ties: keep more
+            return max(current_channels - kept, 0)
+
+    return NearestRoundingPruner
+
+
 def _count(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """MACs and parameters (torch-pruning's counter, whose warnings about its own leftovers go to stdout)."""
     import torch_pruning as tp
@@ -170,7 +184,7 @@ def prune_detector(model: nn.Module, *, ratio: float, round_to: int, keep_first:
     try:
         ignored = _ignored_layers(model, keep_first)
         macs_before, params_before = _count(model, example)
-        pruner = tp.pruner.MagnitudePruner(
+        pruner = _nearest_rounding_pruner()(
             model,
             example,
             importance=tp.importance.GroupMagnitudeImportance(p=2),
