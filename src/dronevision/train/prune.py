@@ -163,7 +163,7 @@ def prune_detector(model: nn.Module, *, ratio: float, round_to: int, keep_first:
     Args:
         model: the trained detector.
         ratio: share of the channels of every prunable group to remove, in (0, 1).
-        round_to: kept channel counts are multiples of this (1: exact ratio).
+        round_to: kept channel counts are the nearest multiple of this (1: the exact ratio).
         keep_first: the first N layers of ``model.model`` keep their output channels.
         imgsz: square input size at which the MACs are counted.
     """
@@ -184,15 +184,19 @@ def prune_detector(model: nn.Module, *, ratio: float, round_to: int, keep_first:
     try:
         ignored = _ignored_layers(model, keep_first)
         macs_before, params_before = _count(model, example)
-        pruner = _nearest_rounding_pruner()(
-            model,
-            example,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio,
-            round_to=round_to,
-            ignored_layers=ignored,
-        )
-        pruner.step()
+        try:
+            pruner = _nearest_rounding_pruner()(
+                model,
+                example,
+                importance=tp.importance.GroupMagnitudeImportance(p=2),
+                pruning_ratio=ratio,
+                round_to=round_to,
+                ignored_layers=ignored,
+            )
+            pruner.step()
+        except (RuntimeError, IndexError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DroneVisionError(f"torch-pruning could not prune this {type(model).__name__}: {first}") from e
         macs_after, params_after = _count(model, example)
     finally:
         _swap(model, lambda m: isinstance(m, _SplitC2f), lambda m: m.merged())
