@@ -151,3 +151,23 @@ def test_training_with_prune_fine_tunes_the_pruned_model_and_records_it(
     metrics = MlflowClient(cfg.mlflow.tracking_uri).get_run(summary["run_id"]).data.metrics
     assert metrics["prune/macs_kept"] == pytest.approx(pruned["macs_kept"])
     assert metrics["prune/params_after"] == pruned["params_after"]
+
+
+def test_the_trainer_keeps_a_pruned_checkpoint_as_it_is_where_ultralytics_would_rebuild_its_yaml(
+    tiny_weights: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from dronevision.train.trainer import DroneVisionTrainer
+
+    out = tmp_path / "pruned.pt"
+    report = prune_checkpoint(tiny_weights, out, ratio=0.25, round_to=8, keep_first=3, imgsz=64, nc=1)
+    data = tmp_path / "data.yaml"
+    data.write_text(tiny_dataset.read_text().replace("path: .", f"path: {tiny_dataset.parent}"))
+    overrides = {"data": str(data), "model": str(out), "project": str(tmp_path), "name": "t", "device": "cpu"}
+    trainer = DroneVisionTrainer(overrides=overrides)
+    weights, _ = load_checkpoint(str(out))  # what a resumed run or a DDP worker loads, then hands get_model
+    kept = trainer.get_model(cfg=weights.yaml, weights=weights, verbose=False)
+    assert kept is weights and sum(p.numel() for p in kept.parameters()) == report.params_after
+    rebuilt = trainer.get_model(cfg=weights.yaml, weights=None, verbose=False)  # the YAML alone: unpruned yolov8n
+    assert sum(p.numel() for p in rebuilt.parameters()) == report.params_before
