@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dronevision.errors import DroneVisionError
+from dronevision.errors import DroneVisionError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def _read_ir_info(model: Path) -> ModelInfo:
     try:
         ir = ov.Core().read_model(str(model))
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e, limit=200)
         raise DroneVisionError(f"model {model} cannot be read as OpenVINO IR ({first})") from None
     shape = ir.inputs[0].get_partial_shape()
     if shape.rank.is_dynamic or shape.rank.get_length() != 4:
@@ -367,7 +367,7 @@ class OrtSession(Session):
         try:
             self._session = ort.InferenceSession(str(info.path), options, providers=providers)
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            first = first_line(e)
             raise RuntimeUnavailable(f"onnxruntime could not open {info.path.name} with {runtime}: {first}") from None
         used, wanted = self._session.get_providers()[0], ORT_PROVIDERS[runtime]
         if used != wanted:
@@ -423,7 +423,7 @@ class OpenVinoSession(Session):
         try:
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            first = first_line(e)
             raise RuntimeUnavailable(f"OpenVINO could not compile {info.path.name} for CPU: {first}") from None
         self.provider = ",".join(self._compiled.get_property("EXECUTION_DEVICES"))
         self.precision = _ov_precision(self._compiled.get_property("INFERENCE_PRECISION_HINT"))

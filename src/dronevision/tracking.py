@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from dronevision.errors import first_line
+
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -155,8 +157,7 @@ class MlflowRun:
         return self
 
     def _fail(self, what: str, e: Exception) -> None:
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        self.error = f"{what}: {type(e).__name__}: {first_line}"
+        self.error = f"{what}: {type(e).__name__}: {first_line(e)}"
         log.warning("MLflow tracking at %s failed (%s); continuing without tracking", self.tracking_uri, self.error)
 
     def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ from dronevision.benchmark.core import (
     mlflow_ref_from_metadata,
     mlflow_ref_from_summary,
 )
-from dronevision.errors import DroneVisionError
+from dronevision.errors import DroneVisionError, first_line
 from dronevision.runtime import ModelInfo, RuntimeUnavailable, Session, available, check_runtime, open_session
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,7 @@ def measure(
         e2e_s = time_calls(step, **timing)
     except Exception as e:  # e.g. out of GPU memory at a large batch: keep the rest of the grid
         log.warning("%s batch %d failed; the other runs go on", runtime, batch, exc_info=True)
-        first_line = (str(e).strip().splitlines() or [""])[0][:300]
-        return {"skipped": f"failed while running: {type(e).__name__}: {first_line}"}, None
+        return {"skipped": f"failed while running: {type(e).__name__}: {first_line(e, default='')}"}, None
     finally:
         session.close()
     if not np.isfinite(first).all():

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, write_data_yaml
-from dronevision.errors import DroneVisionError
+from dronevision.errors import DroneVisionError, first_line
 from dronevision.export.convert import (
     export_onnx,
     file_size,
@@ -89,7 +89,7 @@ def _checkpoint_imgsz_stride(weights: Path) -> tuple[int, int]:
         model = YOLO(str(weights))
     except Exception as e:  # ultralytics wraps the cause (e.g. an UnpicklingError) in a long message
         cause = e.__cause__ or e
-        reason = (str(cause).strip().splitlines() or [""])[0][:200]
+        reason = first_line(cause, limit=200, default="")
         raise DroneVisionError(
             f"weights {weights}: not an ultralytics checkpoint ({type(cause).__name__}: {reason})"
         ) from None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dronevision.dataset.yolo import IMAGE_SUFFIXES
-from dronevision.errors import DroneVisionError
+from dronevision.errors import DroneVisionError, first_line
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".avi", ".ts", ".m2ts", ".mts", ".mov", ".webm", ".mpg", ".mpeg"})
 
@@ -119,7 +119,7 @@ def read_frames(
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
-        raise VideoError(f"not a readable video ({_reason(e)})") from None
+        raise VideoError(f"not a readable video ({first_line(e, limit=None)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError("no video stream")
@@ -130,7 +130,7 @@ def read_frames(
             raise VideoError("unsupported codec")
     except (av.error.FFmpegError, ValueError) as e:
         container.close()
-        raise VideoError(f"unsupported codec ({_reason(e)})") from None
+        raise VideoError(f"unsupported codec ({first_line(e, limit=None)})") from None
     # Frame threading decodes several frames at once; when FFmpeg skips frames it mostly waits, and slice
     # threading was 1.7x faster on our 1080p H.264 clip (scripts/bench_sample.py), with identical pixels.
     stream.thread_type = "SLICE" if skip_frames else "AUTO"
@@ -142,10 +142,6 @@ def read_frames(
     duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
     info = {"fps": fps, "duration_s": duration or None, "frames": stream.frames or None, "codec": decoder.name}
     return info, _video_frames(container, stream, fps, start_s, end_s, exact_index=skip_frames is None)
-
-
-def _reason(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _sequence_frames(files: list[Path], fps: float, start_s: float, end_s: float | None) -> Iterator[DecodedFrame]:
@@ -179,6 +175,6 @@ def _video_frames(
             index = count if (exact_index and not seeked) or not fps else round(t * fps)
             yield DecodedFrame(index, float(t), frame)
     except av.error.FFmpegError as e:
-        raise VideoError(f"decoding failed ({_reason(e)})") from None
+        raise VideoError(f"decoding failed ({first_line(e, limit=None)})") from None
     finally:
         container.close()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dronevision.errors import DroneVisionError
+from dronevision.errors import DroneVisionError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,8 @@ def prune_detector(model: nn.Module, *, ratio: float, round_to: int, keep_first:
             )
             pruner.step()
         except (RuntimeError, IndexError, ValueError, KeyError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise DroneVisionError(f"torch-pruning could not prune this {type(model).__name__}: {first}") from e
+            reason = first_line(e, limit=200)
+            raise DroneVisionError(f"torch-pruning could not prune this {type(model).__name__}: {reason}") from e
         macs_after, params_after = _count(model, example)
     finally:
         _swap(model, lambda m: isinstance(m, _SplitC2f), lambda m: m.merged())
