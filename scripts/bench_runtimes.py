@@ -88,9 +88,10 @@ def fine_tune(base: Path, cache: Path, *, epochs: int, imgsz: int, threads: int,
     """``python -m dronevision.train`` from ``base`` for ``epochs`` (pruned first with ``prune``); cached best.pt."""
     out_dir = cache / f"{base.parent.parent.name}-{int(base.stat().st_mtime)}-ft{epochs}-prune{prune or 0:g}"
     summary = out_dir / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("weights"):
+    done = json.loads(summary.read_text()) if summary.is_file() else {}
+    if done.get("weights"):  # a finished run (a killed one's summary names no weights)
         log.info("cached fine-tuning: %s", out_dir)
-        return Path(json.loads(summary.read_text())["weights"])
+        return Path(done["weights"])
     command = [
         sys.executable, "-m", "dronevision.train", f"model.weights={base}", f"train.epochs={epochs}",
         f"train.imgsz={imgsz}", "train.plots=false", f"threads={threads}", f"out_dir={out_dir}",
@@ -151,13 +152,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     args.cache.mkdir(parents=True, exist_ok=True)
+    trained = "as given" if args.weights else f"{args.epochs} epochs"
     if args.weights is None:
         sys.path.insert(0, str(Path(__file__).parent))
         from bench_sliced import train_weights
 
         args.weights = train_weights(args.cache, epochs=args.epochs, imgsz=args.imgsz)
     weights, pruned = args.weights.resolve(), None
-    args.pruned_pt_map50 = None
     if args.prune_ratio:
         tune = {"epochs": args.finetune_epochs, "imgsz": args.imgsz, "threads": args.threads}
         pruned = fine_tune(weights, args.cache, prune=args.prune_ratio, **tune)
@@ -185,7 +186,10 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     if pruned is not None:
         pruned_summary = run_export(pruned, work / "export-pruned", ort_int8=False, **export)
         pruned_ir = pruned_summary["variants"]["int8_openvino"]
-        args.pruned_pt_map50 = pruned_summary["pt_metrics"]["map50"]
+        trained += (
+            f" + {args.finetune_epochs} more; pruned: {args.prune_ratio:g} of the channels of that model pruned, then"
+            f" the same {args.finetune_epochs} epochs (its .pt mAP50 {pruned_summary['pt_metrics']['map50']:.4f})"
+        )
         cases.append((PRUNED_CASE, Path(pruned_ir["path"]), "openvino", args.batch, pruned_ir["map50"], fastest))
     cases.append((RECT_CASE, cases[-1][1], "openvino", args.batch, None, fastest))
     frames = random_frames(8, frame_wh=(1920, 1080))
@@ -228,25 +232,20 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         row["speedup"] = round(row["fps"] / ref["fps"], 2)
         row["e2e_speedup"] = round(row["e2e_fps"] / ref["e2e_fps"], 2)
         row["round_speedups"] = [round(f / r, 2) for f, r in zip(row["round_fps"], ref["round_fps"], strict=True)]
-    print_table(rows, args, pt_map50)
+    print_table(rows, args, pt_map50, trained)
     if args.out:
         record = {"rows": rows, "pt_map50": pt_map50, "weights": str(weights), "pruned": pruned and str(pruned)}
         args.out.write_text(json.dumps(record, indent=2))
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, pt_map50: float) -> None:
-    """The Markdown table (the command's final human summary)."""
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, pt_map50: float, trained: str) -> None:
+    """The Markdown table (the command's final human summary); ``trained``: how the .pt (and the pruned model) came
+    to be."""
 
     def fmt(value: Any, spec: str, suffix: str = "") -> str:
         return "–" if value is None else f"{value:{spec}}{suffix}"
 
-    trained = f"{args.epochs} epochs" if args.prune_ratio else "as given"
-    if args.prune_ratio:
-        trained += (
-            f" + {args.finetune_epochs} more; pruned: {args.prune_ratio:g} of the channels of the {args.epochs}-epoch"
-            f" model pruned, then the same {args.finetune_epochs} epochs (its .pt mAP50 {args.pruned_pt_map50:.4f})"
-        )
     print(
         f"\nYOLOv8n at {args.imgsz}x{args.imgsz}, {args.threads} threads, {cpu_name()} ({os.cpu_count()} cores);"
         f" .pt ({trained}) mAP50 {pt_map50:.4f} on aerial-cars val;"
