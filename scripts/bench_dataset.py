@@ -26,7 +26,7 @@ CHILD = """
 import json, resource, sys
 from hydra import compose, initialize_config_dir
 from dronevision.cli import CONFIG_DIR
-from dronevision.dataset.build import run
+from dronevision.dataset.command import run
 with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
     cfg = compose("dataset_build", overrides=sys.argv[1:])
 summary = run(cfg)

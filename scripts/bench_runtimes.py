@@ -60,7 +60,7 @@ from dronevision.benchmark import (
     time_calls,
 )
 from dronevision.benchmark.measure import input_hw
-from dronevision.runtime import open_session, read_model_info
+from dronevision.infer.runtime import open_session, read_model_info
 
 log = logging.getLogger("bench_runtimes")
 

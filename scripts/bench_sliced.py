@@ -1,4 +1,4 @@
-"""Sliced inference speed and agreement: dronevision.slicing against SAHI's ``get_sliced_prediction``.
+"""Sliced inference speed and agreement: dronevision.infer against SAHI's ``get_sliced_prediction``.
 
 Builds 2000x1500 frames from the bundled aerial-cars images (a mosaic of real photos, so there are real vehicles),
 takes a YOLOv8n ``.pt`` (``--weights``, or one trained here on aerial-cars and cached in a temp folder), exports it
@@ -41,9 +41,9 @@ import numpy as np
 
 import dronevision  # noqa: F401  (offline environment before ultralytics is imported)
 from dronevision.benchmark.measure import OthersMeter, cpu_name, wait_for_quiet
+from dronevision.infer import Detector, load_detector, pairwise_overlap, slice_bboxes, sliced_predict
+from dronevision.infer.detector import default_threads
 from dronevision.schema import Detections
-from dronevision.slicing import Detector, load_detector, pairwise_overlap, slice_bboxes, sliced_predict
-from dronevision.slicing.detector import default_threads
 
 log = logging.getLogger("bench_sliced")
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from dronevision.benchmark import capacity, check_target, latency_stats, run, sigma_clip, time_calls
 from dronevision.errors import DroneVisionError
-from dronevision.runtime import OrtSession, RuntimeUnavailable, available, open_session, read_model_info
+from dronevision.infer.runtime import OrtSession, RuntimeUnavailable, available, open_session, read_model_info
 
 from .conftest import compose_config, make_yolo_dataset
 
@@ -279,7 +279,7 @@ def compose_bench(tmp_path: Path) -> Callable[..., DictConfig]:
 
 
 def _training_run(uri: str) -> str:
-    from dronevision.tracking import MlflowRun
+    from dronevision.mlflow_run import MlflowRun
 
     train = MlflowRun(uri, "dronevision", "train").start()
     train.end()

@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
-from dronevision.dataset import build, load_yolo_dataset, parse_label_lines
-from dronevision.dataset.build import Taxonomy, assign_splits, group_of, plan_items
+from dronevision.dataset import command as build
+from dronevision.dataset import load_yolo_dataset, parse_label_lines
+from dronevision.dataset.command import Taxonomy, assign_splits, group_of, plan_items
 from dronevision.dataset.records import Issues, SourceImage
 from dronevision.dataset.visdrone import parse_visdrone_lines
 from dronevision.errors import DroneVisionError
-from dronevision.slicing import clip_boxes, slice_bboxes
+from dronevision.infer import clip_boxes, slice_bboxes
 from dronevision.synth import write_visdrone_det_set
 
 from .conftest import VISDRONE_MINI, compose_config, make_yolo_dataset

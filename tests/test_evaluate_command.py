@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dronevision.compare import run as compare
-from dronevision.dataset import build, load_yolo_dataset
+from dronevision.dataset import command as build
+from dronevision.dataset import load_yolo_dataset
 from dronevision.evaluate.command import run as evaluate
+from dronevision.evaluate.compare import run as compare
 from dronevision.synth import write_visdrone_det_set
 from dronevision.train import run as train
 
@@ -187,7 +188,7 @@ def test_bad_input_is_one_line_each(trained: dict, tmp_path: Path) -> None:
             ],
             "static ONNX input",
         ),
-        (["dronevision.compare", "runs=[0123456789abcdef]", store], "run 0123456789abcdef does not exist"),
+        (["dronevision.evaluate.compare", "runs=[0123456789abcdef]", store], "run 0123456789abcdef does not exist"),
         (["dronevision.evaluate", f"dataset.path={trained['dataset']}", store], "exactly one of weights"),
     ]
     for args, expected in cases:

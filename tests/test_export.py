@@ -19,7 +19,7 @@ from dronevision.errors import DroneVisionError
 from dronevision.export import run
 from dronevision.export.command import FILES
 from dronevision.export.core import check_export_settings
-from dronevision.tracking import MlflowRun
+from dronevision.mlflow_run import MlflowRun
 
 from .conftest import REPO, compose_config, make_yolo_dataset
 
@@ -122,7 +122,7 @@ def test_parity_with_pytorch_and_int8_is_qdq(full_export: tuple[dict, Path, str]
 def test_openvino_int8_is_an_ir_with_silu_fused(full_export: tuple[dict, Path, str]) -> None:
     import openvino as ov
 
-    from dronevision.runtime import open_session, read_model_info
+    from dronevision.infer.runtime import open_session, read_model_info
 
     summary, out_dir, _ = full_export
     folder = out_dir / FILES["int8_openvino"]

@@ -2,7 +2,8 @@
 
 ``tests/fixtures/golden_detections.json`` was recorded with the code as it stood before ``dronevision.infer``
 existed (``DV_RECORD_GOLDEN=1 pytest tests/test_golden_inference.py`` writes it again). The model is a seeded,
-untrained yolov8n with the VisDrone classes (batch-norm statistics from the test images, class biases set so that it finds boxes), saved as a checkpoint
+untrained yolov8n with the VisDrone classes (batch-norm statistics from the test images, class biases set so
+that it finds boxes), saved as a checkpoint
 and exported to ONNX here: no weights are stored. Boxes are compared with a tolerance for floating-point noise
 between CPUs; boxes within ``MARGIN`` of the confidence threshold may appear on one side only.
 """
@@ -21,7 +22,18 @@ from .conftest import VISDRONE_MINI, compose_config
 IMAGES = VISDRONE_MINI / "images"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_detections.json"
 RECORD = os.environ.get("DV_RECORD_GOLDEN") == "1"
-VISDRONE_NAMES = ["pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor"]
+VISDRONE_NAMES = [
+    "pedestrian",
+    "people",
+    "bicycle",
+    "car",
+    "van",
+    "truck",
+    "tricycle",
+    "awning-tricycle",
+    "bus",
+    "motor",
+]
 CONF = 0.3
 MARGIN = 0.02  # boxes this close to CONF may flip between CPUs
 IMGSZ = 320
@@ -98,7 +110,7 @@ def _evaluate_rows(weights: Path, out: Path, *overrides: str) -> dict[str, list[
 
 
 def _prelabel_rows(weights: Path, **kwargs: object) -> dict[str, list[list[float]]]:
-    from dronevision.prelabel import prelabel
+    from dronevision.sample.prelabel import prelabel
 
     images = sorted((VISDRONE_MINI / "images").iterdir())
     items, _ = prelabel(weights, images, conf=CONF, imgsz=IMGSZ, **kwargs)  # type: ignore[arg-type]

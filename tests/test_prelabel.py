@@ -14,22 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dronevision.dataset.cvat import parse_cvat_images, read_cvat
-from dronevision.dataset.labelstudio import parse_label_studio, read_label_studio
+from dronevision.dataset.cvat import cvat_images_xml, parse_cvat_images, read_cvat, write_cvat_images
+from dronevision.dataset.labelstudio import label_studio_task, parse_label_studio, read_label_studio, write_label_studio
+from dronevision.dataset.records import ImageBoxes as Item
 from dronevision.dataset.records import Issues, SourceImage
-from dronevision.dataset.yolo import image_size, read_yolo
+from dronevision.dataset.yolo import image_size, read_yolo, write_yolo, yolo_label_lines
 from dronevision.errors import DroneVisionError
 from dronevision.evaluate import yolo_to_xyxy
-from dronevision.prelabel import (
-    Item,
-    cvat_images_xml,
-    label_studio_task,
-    prelabel,
-    write_cvat_images,
-    write_label_studio,
-    write_yolo,
-    yolo_label_lines,
-)
+from dronevision.sample.prelabel import prelabel
 from dronevision.schema import Detections
 
 NAMES = {0: "car", 3: "truck", 5: "excavator"}  # sparse ids: YOLO files renumber them 0..2

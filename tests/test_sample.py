@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from dronevision.errors import DroneVisionError
 from dronevision.sample import run
+from dronevision.sample.command import dedupe_across_videos
 from dronevision.sample.frames import Sampler, judge
-from dronevision.sample.run import dedupe_across_videos
 
 from .conftest import REPO, compose_config
 
@@ -301,7 +301,7 @@ def test_ray_executor_matches_the_local_run(compose_sample, tmp_path: Path) -> N
 
 
 def test_vid_annotations_join_the_kept_frames_and_feed_the_dataset_stage(compose_sample, tmp_path: Path) -> None:
-    from dronevision.dataset import build
+    from dronevision.dataset import command as build
 
     frames = scripted_frames()
     video = write_video(tmp_path / "flight.mp4", frames)
@@ -331,7 +331,7 @@ def test_vid_annotations_join_the_kept_frames_and_feed_the_dataset_stage(compose
 @pytest.mark.slow
 def test_flyover_to_sample_to_labels_to_dataset_to_one_epoch(compose_sample, compose_train, tmp_path: Path) -> None:
     """The README's command sequence, on two rendered flights (so the split can keep each flight whole)."""
-    from dronevision.dataset import build
+    from dronevision.dataset import command as build
     from dronevision.synth import render_flyover
     from dronevision.train import run as train
 
@@ -375,7 +375,7 @@ def test_flyover_to_sample_to_labels_to_dataset_to_one_epoch(compose_sample, com
 @pytest.mark.slow
 def test_prelabel_export_and_import_round_trip(compose_sample, tiny_weights: Path, tmp_path: Path) -> None:
     """Pre-label kept frames with a real (tiny, untrained) model, export for review, import via the dataset stage."""
-    from dronevision.dataset import build
+    from dronevision.dataset import command as build
 
     weights = tiny_weights
     video = write_video(tmp_path / "v.mp4", [pattern(i // 10) for i in range(30)])

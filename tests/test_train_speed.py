@@ -12,7 +12,7 @@ import pytest
 import torch
 import ultralytics.utils.torch_utils as torch_utils
 
-from dronevision.train_speed import keep_threads, tune_cpu, use_channels_last, want_channels_last
+from dronevision.train.speed import keep_threads, tune_cpu, use_channels_last, want_channels_last
 
 
 @pytest.fixture(autouse=True)

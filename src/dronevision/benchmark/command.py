@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _track(summary: dict[str, Any], entries: Mapping[str, Any], out_dir: Path, run_source: str | None) -> None:
     """Write summary.json and add the numbers and files to the model's MLflow run, when there is one."""
-    from dronevision.tracking import MlflowRun
+    from dronevision.mlflow_run import MlflowRun
 
     if summary["run_id"] is None:
         summary["mlflow"] = {"ok": False, "error": "no MLflow run: none given (mlflow.run_id) or found for the model"}

@@ -25,7 +25,7 @@ from dronevision.benchmark.core import (
     mlflow_ref_from_summary,
 )
 from dronevision.errors import DroneVisionError, first_line
-from dronevision.runtime import ModelInfo, RuntimeUnavailable, Session, available, check_runtime, open_session
+from dronevision.infer.runtime import ModelInfo, RuntimeUnavailable, Session, available, check_runtime, open_session
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class Plan:
 
 def make_plan(cfg: DictConfig) -> Plan:
     """Check the model, runtimes, batches, timing and target; refuse with one line if nothing can run."""
-    from dronevision.runtime import read_model_info
+    from dronevision.infer.runtime import read_model_info
 
     if cfg.onnx is None:
         raise DroneVisionError("model=<an .onnx file or an OpenVINO IR folder> is required")
@@ -364,7 +364,7 @@ def input_hw(info: ModelInfo, frame: bytes, *, rect: bool) -> tuple[int, int]:
     the stride): 1920x1080 footage at 640 runs at 384x640, not 640x640."""
     import cv2
 
-    from dronevision.slicing.yolo import letterbox_plan
+    from dronevision.infer.yolo import letterbox_plan
 
     if not rect or info.input_shape[2] is not None or info.input_shape[3] is not None:
         return info.imgsz

@@ -1,5 +1,5 @@
-"""``python -m dronevision.dataset``: build a dataset (see :mod:`dronevision.dataset.build`)."""
+"""``python -m dronevision.dataset``: build a dataset (see :mod:`dronevision.dataset.command`)."""
 
-from dronevision.dataset.build import main
+from dronevision.dataset.command import main
 
 main()

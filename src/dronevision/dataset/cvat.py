@@ -12,15 +12,24 @@ import math
 import xml.etree.ElementTree as ET
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from dronevision.dataset.records import BadRecord as _Bad
-from dronevision.dataset.records import Issues, SourceImage, safe_join
+from dronevision.dataset.records import (
+    ImageBoxes,
+    Issues,
+    SourceImage,
+    check_items,
+    label_names,
+    relative_image_name,
+    safe_join,
+)
 from dronevision.dataset.yolo import IMAGE_SUFFIXES
 from dronevision.errors import DroneVisionError
+from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
@@ -439,3 +448,54 @@ def read_cvat(
                 issues.report("missing_image", record.where, f"image file {record.image} does not exist")
     log.info("%s: %d images, %d boxes", where, len(records), sum(len(r.xyxy) for r in records))
     return records
+
+
+def cvat_images_xml(items: Sequence[tuple[str, tuple[int, int], Detections]], names: Mapping[int, str]) -> ET.Element:
+    """A CVAT for images 1.1 ``<annotations>`` element from ``(image name, (w, h), boxes)``; exact float text.
+
+    Examples:
+        >>> det = Detections(xyxy=[[1.5, 2, 10, 0.1 + 20]], class_id=[0])
+        >>> root = cvat_images_xml([("f/a.jpg", (64, 48), det)], {0: "car"})
+        >>> root.find("meta/task/labels/label/name").text, root.find("image").attrib
+        ('car', {'id': '0', 'name': 'f/a.jpg', 'width': '64', 'height': '48'})
+        >>> root.find("image/box").get("ybr")
+        '20.1'
+    """
+    root = ET.Element("annotations")
+    ET.SubElement(root, "version").text = "1.1"
+    task = ET.SubElement(ET.SubElement(root, "meta"), "task")
+    ET.SubElement(task, "size").text = str(len(items))
+    ET.SubElement(task, "mode").text = "annotation"
+    labels = ET.SubElement(task, "labels")
+    for name in label_names(names):
+        label = ET.SubElement(labels, "label")
+        ET.SubElement(label, "name").text = name
+        ET.SubElement(label, "type").text = "rectangle"
+    for index, (image_name, (w, h), det) in enumerate(items):
+        attrib = {"id": str(index), "name": image_name, "width": str(int(w)), "height": str(int(h))}
+        node = ET.SubElement(root, "image", attrib)
+        for (x1, y1, x2, y2), cls in zip(det.xyxy.tolist(), det.class_id.tolist()):
+            box = {"label": names[cls], "occluded": "0", "source": "auto"}
+            box.update({k: repr(float(v)) for k, v in zip(("xtl", "ytl", "xbr", "ybr"), (x1, y1, x2, y2))})
+            box["z_order"] = "0"
+            ET.SubElement(node, "box", box)
+    return root
+
+
+def write_cvat_images(path: Path, items: Sequence[ImageBoxes], names: Mapping[int, str], *, image_root: Path) -> Path:
+    """Write a CVAT for images 1.1 XML file to upload as annotations to a CVAT task holding the same images.
+
+    Image names are relative to ``image_root`` (as the CVAT task knows them); boxes have ``source="auto"``.
+
+    Returns:
+        ``path``.
+    """
+    check_items(items, names)
+    named = [(relative_image_name(image, image_root), wh, det) for image, wh, det in items]
+    root = cvat_images_xml(named, names)
+    ET.indent(root)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    log.info("%s: %d images, %d boxes (CVAT for images 1.1)", path, len(items), sum(len(d) for _, _, d in items))
+    return path

@@ -1,7 +1,7 @@
 """Label Studio JSON exports (tasks with ``annotations`` and ``predictions``): parse into :class:`SourceImage` records.
 
-This is the way back from human review of pre-labels (:func:`dronevision.prelabel.write_label_studio`). Per task, the
-boxes come from the first annotation that was not cancelled, else from the first prediction (the pre-labels nobody
+This is the way back from human review of pre-labels (:func:`write_label_studio`, below). Per task, the boxes
+come from the first annotation that was not cancelled, else from the first prediction (the pre-labels nobody
 changed). Only ``rectanglelabels`` regions are read; other region types are counted and logged once per file.
 
 :func:`parse_label_studio` checks a loaded JSON document without touching the disk; :func:`read_label_studio` reads
@@ -11,20 +11,32 @@ read task would teach the model that the dropped object is background.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 import numpy as np
 
 from dronevision.dataset.records import BadRecord as _Bad
-from dronevision.dataset.records import Issues, SourceImage, existing_images, load_json, safe_join
+from dronevision.dataset.records import (
+    ImageBoxes,
+    Issues,
+    SourceImage,
+    check_items,
+    existing_images,
+    load_json,
+    relative_image_name,
+    safe_join,
+)
 from dronevision.dataset.records import json_number as _number
 from dronevision.dataset.records import short_repr as _short
 from dronevision.errors import DroneVisionError
+from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +226,7 @@ def parse_label_studio(
         root: the folder image paths are relative to.
         issues: the bad-input policy.
         where: the file, for messages.
-        url_prefix: what :func:`dronevision.prelabel.write_label_studio` put before each image path.
+        url_prefix: what :func:`dronevision.sample.prelabel.write_label_studio` put before each image path.
 
     Raises:
         DroneVisionError: ``data`` is not a list, or a bad task under ``Issues("raise")``.
@@ -271,11 +283,11 @@ def read_label_studio(
 
     Args:
         path: the JSON file (Label Studio's "JSON" export, or the tasks written by
-            :func:`dronevision.prelabel.write_label_studio`).
+            :func:`dronevision.sample.prelabel.write_label_studio`).
         issues: the bad-input policy; an image file that does not exist is a ``missing_image``.
         images_dir: the folder image paths are relative to (Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT`` for local
             files, ``<data dir>/media/upload`` for uploads). Default: the JSON's folder.
-        url_prefix: the prefix given to :func:`dronevision.prelabel.write_label_studio`, if not the default.
+        url_prefix: the prefix given to :func:`dronevision.sample.prelabel.write_label_studio`, if not the default.
 
     Raises:
         DroneVisionError: the file cannot be read or is not valid JSON (whatever the policy), or a bad task under the
@@ -288,3 +300,82 @@ def read_label_studio(
     records = existing_images(parsed, issues)
     log.info("%s: %d images, %d boxes (images in %s)", path, len(records), sum(len(r.xyxy) for r in records), root)
     return records
+
+
+def label_studio_task(
+    image_url: str,
+    resolution_wh: tuple[int, int],
+    det: Detections,
+    names: Mapping[int, str],
+    *,
+    model_version: str,
+) -> dict[str, Any]:
+    """One Label Studio task with the boxes as pre-annotations (percentages of the image; ``score`` per region).
+
+    Examples:
+        >>> det = Detections(xyxy=[[20, 10, 70, 60]], class_id=[0], confidence=[0.5])
+        >>> task = label_studio_task("/data/local-files/?d=a.jpg", (200, 100), det, {0: "car"}, model_version="m")
+        >>> [region] = task["predictions"][0]["result"]
+        >>> region["value"], region["score"], task["predictions"][0]["score"]
+        ({'x': 10.0, 'y': 10.0, 'width': 25.0, 'height': 50.0, 'rotation': 0, 'rectanglelabels': ['car']}, 0.5, 0.5)
+    """
+    w, h = resolution_wh
+    results = []
+    confidence = det.confidence.tolist() if det.confidence is not None else [None] * len(det)
+    for i, ((x1, y1, x2, y2), cls, score) in enumerate(zip(det.xyxy.tolist(), det.class_id.tolist(), confidence)):
+        value = {
+            "x": x1 / w * 100.0,
+            "y": y1 / h * 100.0,
+            "width": (x2 - x1) / w * 100.0,
+            "height": (y2 - y1) / h * 100.0,
+            "rotation": 0,
+            "rectanglelabels": [names[cls]],
+        }
+        region: dict[str, Any] = {
+            "id": f"dv{i}",
+            "type": "rectanglelabels",
+            "from_name": "label",
+            "to_name": "image",
+            "original_width": int(w),
+            "original_height": int(h),
+            "image_rotation": 0,
+            "value": value,
+        }
+        if score is not None:
+            region["score"] = score
+        results.append(region)
+    prediction: dict[str, Any] = {"model_version": model_version}
+    if det.confidence is not None:  # Label Studio sorts tasks by it: the mean box confidence, 0 without boxes
+        prediction["score"] = float(det.confidence.mean()) if len(det) else 0.0
+    prediction["result"] = results
+    return {"data": {"image": image_url}, "predictions": [prediction]}
+
+
+def write_label_studio(
+    path: Path,
+    items: Sequence[ImageBoxes],
+    names: Mapping[int, str],
+    *,
+    image_root: Path,
+    url_prefix: str = LOCAL_FILES_PREFIX,
+    model_version: str = "dronevision",
+) -> Path:
+    """Write Label Studio tasks with the boxes as predictions (pre-annotations) for import.
+
+    The labelling config needs ``<Image name="image" value="$image"/>`` and ``<RectangleLabels name="label"
+    toName="image">`` with every class name. Image URLs are ``url_prefix`` + the path relative to ``image_root``
+    (URL-quoted); for Label Studio's local files ``image_root`` is its ``LOCAL_FILES_DOCUMENT_ROOT``.
+
+    Returns:
+        ``path``.
+    """
+    check_items(items, names)
+    tasks = []
+    for image, resolution_wh, det in items:
+        url = url_prefix + quote(relative_image_name(image, image_root), safe="/")
+        tasks.append(label_studio_task(url, resolution_wh, det, names, model_version=model_version))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tasks, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    log.info("%s: %d tasks, %d boxes (Label Studio)", path, len(tasks), sum(len(d) for _, _, d in items))
+    return path

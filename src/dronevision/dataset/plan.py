@@ -1,6 +1,6 @@
 """The pure core of a dataset build: taxonomy, grouped splits, and what each output image will hold.
 
-No files are read or written here; :mod:`dronevision.dataset.build` does the I/O.
+No files are read or written here; :mod:`dronevision.dataset.command` does the I/O.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from dronevision.dataset.records import Issues, SourceImage
 from dronevision.errors import DroneVisionError
-from dronevision.slicing import box_areas, clip_boxes, slice_bboxes
+from dronevision.infer import box_areas, clip_boxes, slice_bboxes
 
 SPLITS = ("train", "val", "test")
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
 from dronevision.errors import DroneVisionError
+from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +196,61 @@ def safe_join(root: Path, name: str, *, issues: Issues, where: str) -> Path | No
         issues.report("path_escape", where, f"file name '{name}' escapes the source folder")
         return None
     return root / posix
+
+
+ImageBoxes = tuple[Path, tuple[int, int], Detections]  # image, (w, h), boxes in its pixels
+
+
+def label_names(names: Mapping[int, str]) -> list[str]:
+    """The distinct class names in class-id order (several ids may share a name, merging those classes).
+
+    Examples:
+        >>> label_names({7: "truck", 2: "car", 5: "car"})
+        ['car', 'truck']
+    """
+    return list(dict.fromkeys(names[k] for k in sorted(names)))
+
+
+def check_items(items: Sequence[ImageBoxes], names: Mapping[int, str]) -> None:
+    """Refuse what no annotation tool reads back: unknown class ids, odd boxes or sizes, unusable class names.
+
+    Examples:
+        >>> det = Detections(xyxy=[[5, 5, 2, 9]], class_id=[0])
+        >>> check_items([(Path("a.jpg"), (64, 48), det)], {0: "car"})
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: a.jpg: box 0 has x2 < x1 or y2 < y1: [5.0, 5.0, 2.0, 9.0]
+    """
+    for name in names.values():
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise DroneVisionError(f"class name {name!r} must be non-empty, without surrounding spaces")
+        if any(ord(c) < 32 or c == "\x7f" for c in name):
+            raise DroneVisionError(f"class name {name!r} holds control characters")
+    for image, resolution_wh, det in items:
+        w, h = resolution_wh
+        if not (isinstance(w, (int, np.integer)) and isinstance(h, (int, np.integer)) and w > 0 and h > 0):
+            raise DroneVisionError(f"{image}: image size must be positive whole pixels, got {resolution_wh}")
+        unknown = sorted(set(det.class_id.tolist()) - set(names))
+        if unknown:
+            raise DroneVisionError(f"{image}: class ids {unknown} are not in names {dict(names)}")
+        finite = np.isfinite(det.xyxy).all(axis=1)
+        if det.confidence is not None:
+            finite &= np.isfinite(det.confidence)
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise DroneVisionError(f"{image}: box {i} has a value that is not finite: {det.xyxy[i].tolist()}")
+        negative = (det.xyxy[:, 2] < det.xyxy[:, 0]) | (det.xyxy[:, 3] < det.xyxy[:, 1])
+        if negative.any():
+            i = int(np.flatnonzero(negative)[0])
+            raise DroneVisionError(f"{image}: box {i} has x2 < x1 or y2 < y1: {det.xyxy[i].tolist()}")
+
+
+def relative_image_name(image: Path, image_root: Path) -> str:
+    """The image path relative to ``image_root`` with ``/`` separators; an image outside it is refused."""
+    for path, root in ((Path(image), Path(image_root)), (Path(image).resolve(), Path(image_root).resolve())):
+        if path.is_relative_to(root):
+            relative = path.relative_to(root).as_posix()
+            if any(ord(c) < 32 or c == "\x7f" for c in relative):
+                raise DroneVisionError(f"{image}: the file name holds control characters")
+            return relative
+    raise DroneVisionError(f"{image}: image is not inside image_root {image_root}")

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dronevision.dataset.plan import SPLITS, Item, Taxonomy
 from dronevision.dataset.records import Issues
-from dronevision.slicing import box_areas
+from dronevision.infer import box_areas
 
 SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from dronevision.dataset.records import Issues, SourceImage
+from dronevision.dataset.records import ImageBoxes, Issues, SourceImage, check_items, label_names
 from dronevision.errors import DroneVisionError
+from dronevision.schema import Detections
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLITS = ("train", "val", "test")
@@ -277,3 +281,61 @@ def read_yolo(
                     split=(split or None) if keep_splits else None,
                 )
             )
+
+
+def yolo_label_lines(det: Detections, resolution_wh: tuple[int, int], class_index: Mapping[int, int]) -> list[str]:
+    """YOLO label lines ``class cx cy w h`` (normalised, shortest exact float text); boxes are clipped to the image.
+
+    Args:
+        det: boxes in pixels.
+        resolution_wh: the image size.
+        class_index: class id of ``det`` -> line class (index in ``classes.txt``).
+
+    Examples:
+        >>> det = Detections(xyxy=[[10, 20, 30, 60], [-5, 0, 10, 100]], class_id=[7, 2])
+        >>> yolo_label_lines(det, (100, 100), {2: 0, 7: 1})
+        ['1 0.2 0.4 0.2 0.4', '0 0.05 0.5 0.1 1.0']
+    """
+    w, h = resolution_wh
+    xyxy = np.clip(det.xyxy, 0.0, [w, h, w, h])
+    lines = []
+    for (x1, y1, x2, y2), cls in zip(xyxy.tolist(), det.class_id.tolist()):
+        values = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
+        lines.append(" ".join([str(class_index[cls]), *(repr(float(v)) for v in values)]))
+    return lines
+
+
+def write_yolo(out_dir: Path, items: Sequence[ImageBoxes], names: Mapping[int, str]) -> Path:
+    """Write a YOLO folder (``images/``, ``labels/``, ``classes.txt``) that ``source.format=yolo`` reads.
+
+    Classes are numbered in ``classes.txt`` order (:func:`label_names`), so sparse or merged ids become ``0..K-1``.
+    Images are hard-linked (copied across file systems) under their file names, which must differ in their stems.
+    Every image gets a label file, empty without boxes. Files of the same name in ``out_dir`` are replaced.
+
+    Returns:
+        ``out_dir``.
+    """
+    from dronevision.dataset.writer import link_or_copy
+
+    check_items(items, names)
+    stems: dict[str, Path] = {}
+    for image, _, _ in items:
+        image = Path(image)
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DroneVisionError(f"{image}: YOLO readers take {', '.join(sorted(IMAGE_SUFFIXES))} images only")
+        if image.stem in stems:
+            raise DroneVisionError(f"{image}: a second image named '{image.stem}' (first: {stems[image.stem]})")
+        stems[image.stem] = image
+    classes = label_names(names)
+    class_index = {k: classes.index(v) for k, v in names.items()}
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    (out_dir / "classes.txt").write_text("".join(f"{name}\n" for name in classes))
+    for image, resolution_wh, det in items:
+        image = Path(image)
+        link_or_copy(image, out_dir / "images" / image.name)
+        lines = yolo_label_lines(det, resolution_wh, class_index)
+        (out_dir / "labels" / f"{image.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
+    log.info("%s: %d images, %d boxes, %d classes", out_dir, len(items), sum(len(d) for _, _, d in items), len(classes))
+    return out_dir

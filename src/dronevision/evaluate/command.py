@@ -1,7 +1,7 @@
 """``python -m dronevision.evaluate``: score a detector (or detections made elsewhere) on a dataset.
 
 Protocols ``coco`` and ``visdrone`` (see :mod:`dronevision.evaluate.protocols`), plain or sliced inference through
-one detector interface for .pt and .onnx (:mod:`dronevision.slicing`), ``metrics.json``, PNGs, an MLflow entry.
+one detector interface for .pt and .onnx (:mod:`dronevision.infer`), ``metrics.json``, PNGs, an MLflow entry.
 Tests call :func:`run`; ``main`` is the command.
 """
 
@@ -121,7 +121,7 @@ def load_ground_truth(path: Path, split: str) -> GroundTruth:
 def check_weights(weights: Path, imgsz: int | None) -> Path:
     """A .pt, .onnx or OpenVINO .xml (or IR folder) that exists; a static input size other than ``imgsz`` is
     refused."""
-    from dronevision.runtime import ir_xml
+    from dronevision.infer.runtime import ir_xml
 
     weights = ir_xml(Path(weights).expanduser().resolve())
     if not weights.is_file():
@@ -129,7 +129,7 @@ def check_weights(weights: Path, imgsz: int | None) -> Path:
     if weights.suffix not in (".pt", ".onnx", ".xml"):
         raise DroneVisionError(f"weights {weights} is neither a .pt, an .onnx nor an OpenVINO .xml file")
     if weights.suffix in (".onnx", ".xml"):
-        from dronevision.runtime import read_model_info
+        from dronevision.infer.runtime import read_model_info
 
         info = read_model_info(weights)
         static = info.input_shape[2:] if all(info.input_shape[2:]) else None
@@ -145,7 +145,7 @@ def predict_images(detector: Any, images: Sequence[Path], cfg: DictConfig) -> tu
     """Detections per image (plain or sliced inference); returns them and the seconds spent per image."""
     import cv2
 
-    from dronevision.slicing import sliced_predict
+    from dronevision.infer import sliced_predict
 
     s = cfg.slicing
     out: list[Detections] = []
@@ -229,7 +229,7 @@ def model_run(weights: Path | None) -> tuple[str | None, str | None]:
     if weights is None:
         return None, None
     if weights.suffix == ".onnx":
-        from dronevision.runtime import read_model_info
+        from dronevision.infer.runtime import read_model_info
 
         run_id, uri = mlflow_ref_from_metadata(read_model_info(weights).metadata)
         if run_id and uri:
@@ -252,7 +252,7 @@ def model_run(weights: Path | None) -> tuple[str | None, str | None]:
 
 def _track(cfg: DictConfig, weights: Path | None, out_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Log the evaluation to the model's MLflow run when known, else to a new run; returns the reference."""
-    from dronevision.tracking import MlflowRun, flatten
+    from dronevision.mlflow_run import MlflowRun, flatten
 
     run_id, uri = model_run(weights)
     if run_id and uri:
@@ -341,7 +341,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     threads = int(cfg.threads or os.cpu_count() or 1)
     detector, seconds_per_image = None, None
     if weights is not None:
-        from dronevision.slicing import load_detector
+        from dronevision.infer import load_detector
 
         imgsz = int(cfg.model.imgsz) if cfg.model.imgsz else None
         weights = check_weights(Path(weights), imgsz)

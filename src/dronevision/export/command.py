@@ -42,7 +42,7 @@ from dronevision.export.core import (
     spread_indices,
 )
 from dronevision.export.openvino import to_openvino_int8
-from dronevision.tracking import MlflowRun
+from dronevision.mlflow_run import MlflowRun
 
 log = logging.getLogger(__name__)
 

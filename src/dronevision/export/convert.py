@@ -31,7 +31,7 @@ def letterbox_canvas(image_bgr: np.ndarray, *, imgsz: int | tuple[int, int]) -> 
     """
     import cv2
 
-    from dronevision.slicing.yolo import letterbox_plan  # ultralytics' geometry, shared with the detectors
+    from dronevision.infer.yolo import letterbox_plan  # ultralytics' geometry, shared with the detectors
 
     hw = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
     plan = letterbox_plan(image_bgr.shape[:2], hw, stride=32, auto=False)
@@ -119,7 +119,7 @@ def onnx_outputs(onnx_path: Path, inputs: Sequence[np.ndarray], *, threads: int)
 
 def openvino_outputs(model: Path, inputs: Sequence[np.ndarray], *, threads: int) -> list[np.ndarray]:
     """OpenVINO's first output for each (1,3,H,W) input (an IR folder or file), at OpenVINO's default precision."""
-    from dronevision.runtime import open_session
+    from dronevision.infer.runtime import open_session
 
     session = open_session(model, "openvino", threads=threads, batch=1)
     return [session.run(x) for x in inputs]

@@ -1,5 +1,5 @@
-"""``python -m dronevision.sample``: sample frames from footage (see :mod:`dronevision.sample.run`)."""
+"""``python -m dronevision.sample``: sample frames from footage (see :mod:`dronevision.sample.command`)."""
 
-from dronevision.sample.run import main
+from dronevision.sample.command import main
 
 main()

@@ -93,8 +93,7 @@ def join_visdrone_vid(out_dir: Path, results: Sequence[dict[str, Any]], labels_p
 
 def join_cvat_video(out_dir: Path, results: Sequence[dict[str, Any]], labels_path: Path) -> dict[str, Any]:
     """Write ``labelled/`` as CVAT for images (frames + annotations.xml) from CVAT-for-video tracks."""
-    from dronevision.dataset.cvat import parse_cvat_video
-    from dronevision.prelabel import write_cvat_images
+    from dronevision.dataset.cvat import parse_cvat_video, write_cvat_images
 
     root = out_dir / "labelled"
     items, names, missing = [], {}, []
@@ -133,7 +132,10 @@ def join_cvat_video(out_dir: Path, results: Sequence[dict[str, Any]], labels_pat
 
 def prelabel_frames(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
     """Run a detector on the kept frames; write YOLO labels, CVAT for images XML and Label Studio JSON."""
-    from dronevision.prelabel import prelabel, write_cvat_images, write_label_studio, write_yolo
+    from dronevision.dataset.cvat import write_cvat_images
+    from dronevision.dataset.labelstudio import write_label_studio
+    from dronevision.dataset.yolo import write_yolo
+    from dronevision.sample.prelabel import prelabel
 
     images = [file for result in results if not result["error"] for _, file in kept_frames(result, out_dir)]
     class_map = dict(cfg.prelabel.class_map) if cfg.prelabel.get("class_map") else None

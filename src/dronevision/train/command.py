@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, manifest_lines, manifest_sha256, write_data_yaml
 from dronevision.errors import DroneVisionError
-from dronevision.tracking import MlflowRun, flatten, git_state
+from dronevision.mlflow_run import MlflowRun, flatten, git_state
 from dronevision.train.args import (
     ModelSpec,
     check_resume_settings,

@@ -83,7 +83,7 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) 
         >>> config_differences({"train": {"lr0": 0.01}, "out_dir": "a"}, {"train": {"lr0": 0.02}, "out_dir": "b"})
         ['train.lr0: 0.01 -> 0.02']
     """
-    from dronevision.tracking import flatten
+    from dronevision.mlflow_run import flatten
 
     old, new = flatten(recorded), flatten(current)
     keys = sorted(k for k in old.keys() | new.keys() if not k.startswith(_IGNORED_IN_DIFF))
@@ -103,7 +103,7 @@ def _tracking_uri(overrides: Sequence[str]) -> str:
 
 def recorded_overrides(tracking_uri: str, run_id: str) -> list[str]:
     """The command-line overrides a recorded training was started with."""
-    from dronevision.tracking import fetch_artifact
+    from dronevision.mlflow_run import fetch_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         path = fetch_artifact(tracking_uri, run_id, "hydra/overrides.yaml", Path(tmp))
@@ -115,7 +115,7 @@ def recorded_overrides(tracking_uri: str, run_id: str) -> list[str]:
 
 def recorded_config(tracking_uri: str, run_id: str) -> dict[str, Any]:
     """The resolved config a recorded training ran with (its ``config.yaml`` artifact)."""
-    from dronevision.tracking import fetch_artifact
+    from dronevision.mlflow_run import fetch_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         return yaml.safe_load(fetch_artifact(tracking_uri, run_id, "config.yaml", Path(tmp)).read_text())

@@ -190,7 +190,7 @@ def fit(
     """
     from ultralytics import RTDETR, YOLO
 
-    from dronevision.train_speed import tune_cpu
+    from dronevision.train.speed import tune_cpu
 
     cls = RTDETR if model.family == "rtdetr" else YOLO
     if resume_from is not None:

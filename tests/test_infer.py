@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from dronevision.errors import DroneVisionError
-from dronevision.schema import Detections
-from dronevision.slicing import (
+from dronevision.infer import (
     Detector,
     greedy_nmm,
     load_detector,
@@ -23,8 +22,9 @@ from dronevision.slicing import (
     sliced_predict,
     sliced_predict_iter,
 )
-from dronevision.slicing.detector import balanced_chunks
-from dronevision.slicing.yolo import letterbox_batch, letterbox_plan
+from dronevision.infer.detector import balanced_chunks
+from dronevision.infer.yolo import letterbox_batch, letterbox_plan
+from dronevision.schema import Detections
 
 # --- merge rules on constructed boxes --------------------------------------------------------------------------
 
@@ -332,7 +332,7 @@ def test_static_batch_onnx_runs_tiles_one_at_a_time(tiny_onnx: dict) -> None:
 def test_prelabel_sliced_mode(tiny_weights: Path, tmp_path: Path) -> None:
     import cv2
 
-    from dronevision.prelabel import prelabel
+    from dronevision.sample.prelabel import prelabel
 
     paths = []
     for i in range(2):

@@ -1,9 +1,9 @@
 """Sliced inference (the SAHI idea): detect in overlapping tiles run in batches, move boxes to the image, merge.
 
 Semantics follow SAHI's ``get_sliced_prediction`` so that its boxes and ours can be compared one to one: the same
-tiles (:func:`dronevision.slicing.geometry.slice_bboxes`), boxes clipped to their tile by the model and shifted by
+tiles (:func:`dronevision.infer.geometry.slice_bboxes`), boxes clipped to their tile by the model and shifted by
 the tile's corner, nothing dropped at tile borders, an optional full-frame pass added when there is more than one
-tile, then one merge over all boxes (:func:`dronevision.slicing.merge.merge_detections`). SAHI's defaults are
+tile, then one merge over all boxes (:func:`dronevision.infer.merge.merge_detections`). SAHI's defaults are
 ``full_frame=True, merge="nmm", match="ios", match_threshold=0.5``, class-aware; ours differ only in
 ``full_frame=False`` (the downscaled full frame mostly adds large objects, at the cost of one more pass).
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from dronevision.errors import DroneVisionError
+from dronevision.infer.detector import Detector
+from dronevision.infer.geometry import shift_boxes, slice_bboxes
+from dronevision.infer.merge import MATCHES, MERGES, check_choice, merge_detections
 from dronevision.schema import Detections
-from dronevision.slicing.detector import Detector
-from dronevision.slicing.geometry import shift_boxes, slice_bboxes
-from dronevision.slicing.merge import MATCHES, MERGES, check_choice, merge_detections
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def sliced_predict(
     """Detect in overlapping square tiles of one image, run in batches, and merge the boxes.
 
     Args:
-        detector: from :func:`dronevision.slicing.load_detector` (its ``conf``, ``iou``, ``imgsz`` apply per tile).
+        detector: from :func:`dronevision.infer.load_detector` (its ``conf``, ``iou``, ``imgsz`` apply per tile).
         image_bgr: ``(H, W, 3)`` uint8 BGR.
         tile: tile side in pixels (an image smaller than a tile in a dimension is one tile in that dimension).
         overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
@@ -144,7 +144,7 @@ def sliced_predict_iter(
     """:func:`sliced_predict` over many images (arrays or files, read as they come); one result per image.
 
     Args:
-        detector: from :func:`dronevision.slicing.load_detector`.
+        detector: from :func:`dronevision.infer.load_detector`.
         images: BGR arrays or image files.
         progress: show a tqdm bar.
         **params: :func:`sliced_predict`'s keyword arguments (``tile``, ``overlap``, ``batch``, ``merge``, ...).

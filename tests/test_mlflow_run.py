@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dronevision.tracking import MlflowRun, git_state
+from dronevision.mlflow_run import MlflowRun, git_state
 
 from .conftest import REPO
 
@@ -40,7 +40,7 @@ def test_unreachable_server_warns_once_and_disables(caplog: pytest.LogCaptureFix
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with caplog.at_level(logging.WARNING, logger="dronevision.tracking"):
+    with caplog.at_level(logging.WARNING, logger="dronevision.mlflow_run"):
         run = MlflowRun(f"http://127.0.0.1:{port}", "exp").start()
         run.log_params({"a": 1})
         run.log_metrics({"m": 1.0})

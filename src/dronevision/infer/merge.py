@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dronevision.infer.geometry import box_areas
 from dronevision.schema import Detections
-from dronevision.slicing.geometry import box_areas
 
 MERGES = ("nmm", "nms")
 MATCHES = ("ios", "iou")

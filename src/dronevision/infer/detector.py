@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.runtime import RUNTIMES, available, check_runtime, ir_xml, open_session, read_model_info
+from dronevision.infer.runtime import RUNTIMES, available, check_runtime, ir_xml, open_session, read_model_info
+from dronevision.infer.yolo import decode_yolo, letterbox_batch, letterbox_plan, scale_boxes
 from dronevision.schema import Detections
-from dronevision.slicing.yolo import decode_yolo, letterbox_batch, letterbox_plan, scale_boxes
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def pick_runtime(suffix: str, runtime: str, *, device: str | int | None, reasons
         suffix: ``.pt``, ``.onnx`` or ``.xml`` (OpenVINO IR).
         runtime: one of :data:`DETECTOR_RUNTIMES`.
         device: the requested device (a GPU makes ``auto`` prefer ``ort-cuda`` for ONNX).
-        reasons: runtime -> None if it can run here, else why not (:func:`dronevision.runtime.available`).
+        reasons: runtime -> None if it can run here, else why not (:func:`dronevision.infer.runtime.available`).
 
     Examples:
         >>> ok = {"openvino": None, "ort-cpu": None, "ort-cuda": "no CUDA device"}
@@ -128,7 +128,7 @@ class Detector(ABC):
 
     Attributes:
         names: class id -> name.
-        runtime: ``torch`` or one of :data:`dronevision.runtime.RUNTIMES`.
+        runtime: ``torch`` or one of :data:`dronevision.infer.runtime.RUNTIMES`.
         threads: CPU threads it computes with.
         max_batch: the largest batch it takes (a static-batch ONNX file's batch), None for any.
     """
@@ -213,7 +213,7 @@ class TorchDetector(Detector):
 
 
 class OnnxDetector(Detector):
-    """An ultralytics ONNX export run by :func:`dronevision.runtime.open_session`, with our letterbox and NMS.
+    """An ultralytics ONNX export run by :func:`dronevision.infer.runtime.open_session`, with our letterbox and NMS.
 
     A dynamic-shape export takes batches and ultralytics' rectangular (minimal padding) letterbox, as its ``.pt``
     does; a static one takes its own batch and input size. OpenVINO and TensorRT compile one session per input
@@ -302,7 +302,7 @@ def load_detector(
     Args:
         weights: an ultralytics ``.pt`` or an ``.onnx`` export (dynamic batch for batches).
         runtime: ``auto`` (``torch`` for .pt; ``ort-cuda`` on a GPU ``device``, else ``openvino``, else ``ort-cpu``
-            for .onnx), ``torch``, or one of :data:`dronevision.runtime.RUNTIMES`.
+            for .onnx), ``torch``, or one of :data:`dronevision.infer.runtime.RUNTIMES`.
         imgsz: the inference size; None: the checkpoint's training size (.pt) or the export's size (.onnx).
         conf: keep boxes scoring more than this.
         iou: the model's NMS IoU threshold (ultralytics' default 0.7).
@@ -313,7 +313,7 @@ def load_detector(
 
     Raises:
         DroneVisionError: the file is missing or of the wrong kind for ``runtime``.
-        dronevision.runtime.RuntimeUnavailable: the runtime cannot run here.
+        dronevision.infer.runtime.RuntimeUnavailable: the runtime cannot run here.
     """
     weights = ir_xml(Path(weights))
     if not weights.is_file():

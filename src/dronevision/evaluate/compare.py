@@ -1,4 +1,4 @@
-"""``python -m dronevision.compare runs=[<id>,...]`` (or ``experiment=<name>``): checkpoints side by side.
+"""``python -m dronevision.evaluate.compare runs=[<id>,...]`` (or ``experiment=<name>``): checkpoints side by side.
 
 Each run's numbers come from its own evaluation (the ``evaluate/metrics.json`` artifact that
 ``python -m dronevision.evaluate`` logs to a model's run) or, failing that, from evaluating its ``weights/best.pt``
@@ -82,7 +82,7 @@ def compare_rows(entries: Sequence[Mapping[str, Any]], protocol: str) -> tuple[l
 
 
 def recorded_metrics(uri: str, run_id: str, tmp: Path) -> dict[str, Any] | None:
-    from dronevision.tracking import fetch_artifact
+    from dronevision.mlflow_run import fetch_artifact
 
     try:
         return json.loads(fetch_artifact(uri, run_id, "evaluate/metrics.json", tmp / run_id).read_text())
@@ -98,8 +98,8 @@ def evaluate_run(cfg: DictConfig, run: Any, tmp: Path, protocol: str) -> dict[st
         predict_images,
         to_dataset_ids,
     )
-    from dronevision.slicing import load_detector
-    from dronevision.tracking import fetch_artifact
+    from dronevision.infer import load_detector
+    from dronevision.mlflow_run import fetch_artifact
 
     uri, run_id = cfg.mlflow.tracking_uri, run.info.run_id
     dataset = cfg.dataset.path or run.data.params.get("dataset.path")
@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Compare runs; returns summary.json's content."""
     from dronevision.benchmark.report import md_table
     from dronevision.evaluate.command import check_protocols
-    from dronevision.tracking import MlflowRun, find_runs
+    from dronevision.mlflow_run import MlflowRun, find_runs
 
     started = time.perf_counter()
     out_dir = resolve_out_dir(cfg)

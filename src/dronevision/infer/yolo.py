@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dronevision.slicing.merge import _greedy_groups
+from dronevision.infer.merge import _greedy_groups
 
 MAX_NMS = 30000  # ultralytics keeps at most this many candidates per image before NMS
 

@@ -1,6 +1,6 @@
 """Tile geometry (the SAHI idea): tiles covering an image, boxes cut by tile edges, tile boxes moved to the image.
 
-Pure geometry, shared by the dataset stage (tiling) and sliced inference (:mod:`dronevision.slicing.sliced`).
+Pure geometry, shared by the dataset stage (tiling) and sliced inference (:mod:`dronevision.infer.sliced`).
 """
 
 from __future__ import annotations
