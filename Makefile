@@ -6,13 +6,24 @@ PY     := $(VENV)/bin/python
 # runs on the CPU). Override on other machines, e.g. make TORCH="torch torchvision".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
+# One OpenCV (tests/test_environment.py): every OpenCV wheel installs cv2/ and the one installed last wins. We depend
+# on ultralytics-opencv-headless and opencv-python-headless, but sahi (dev) requires opencv-python in every release,
+# so after the install that GUI build is removed and the headless wheel (same version) reinstalled over the cv2/ files
+# the removal took. `pip check` then reports sahi's opencv-python as missing; sahi works with the headless cv2.
+# A venv from before the switch has the `ultralytics` distribution, which shares ultralytics/ with the headless one:
+# both are removed first so that the install below lays the package down once.
+HEADLESS = $$($(PY) -m pip show opencv-python-headless | sed -n 's/^Version: //p')
 
 .PHONY: install demo test test-fast test-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
+	! $(PY) -m pip show --quiet ultralytics 2>/dev/null || \
+		$(PY) -m pip uninstall --quiet -y ultralytics ultralytics-opencv-headless
 	$(PY) -m pip install --quiet -e '.[dev]'
+	! $(PY) -m pip show --quiet opencv-python 2>/dev/null || { $(PY) -m pip uninstall --quiet -y opencv-python && \
+		$(PY) -m pip install --quiet --force-reinstall --no-deps "opencv-python-headless==$(HEADLESS)"; }
 	touch $(STAMP)
 
 install: $(STAMP)
