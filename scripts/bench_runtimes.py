@@ -60,7 +60,7 @@ from dronevision.benchmark import (
     time_calls,
 )
 from dronevision.benchmark.measure import input_hw
-from dronevision.infer.runtime import open_session, read_model_info
+from dronevision.infer import open_session, read_model_info
 
 log = logging.getLogger("bench_runtimes")
 
@@ -123,8 +123,8 @@ def openvino_fp32_map50(onnx: Path, out_dir: Path, *, imgsz: int) -> float:
 
     from dronevision.dataset import load_yolo_dataset, write_data_yaml
     from dronevision.export.command import square_metrics
-    from dronevision.export.convert import read_metadata_props
     from dronevision.export.openvino import write_ir
+    from dronevision.infer import read_metadata_props
 
     folder = write_ir(ov.Core().read_model(str(onnx)), out_dir / "fp32_openvino_model", read_metadata_props(onnx))
     data_yaml = write_data_yaml(load_yolo_dataset(AERIAL_CARS), out_dir / "data" / "data.yaml")

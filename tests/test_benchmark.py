@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from dronevision.benchmark import capacity, check_target, latency_stats, run, sigma_clip, time_calls
 from dronevision.errors import DroneVisionError
-from dronevision.infer.runtime import OrtSession, RuntimeUnavailable, available, open_session, read_model_info
+from dronevision.infer import OrtSession, RuntimeUnavailable, available, open_session, read_model_info
 
 from .conftest import compose_config, make_yolo_dataset
 
@@ -223,8 +223,8 @@ def test_streams_return_outputs_in_input_order(tmp_path: Path) -> None:
 def test_silu_fusion_keeps_the_outputs_and_an_ir_runs_on_openvino_only(tiny_onnx: Path, tmp_path: Path) -> None:
     import openvino as ov
 
-    from dronevision.export.convert import read_metadata_props
     from dronevision.export.openvino import fuse_silu, write_ir
+    from dronevision.infer import read_metadata_props
 
     model = ov.Core().read_model(str(tiny_onnx))
     sigmoids = [op.get_type_name() for op in model.get_ordered_ops()].count("Sigmoid")

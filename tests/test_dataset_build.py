@@ -370,7 +370,7 @@ def test_box_across_a_tile_edge_is_clipped_and_kept_by_visibility(
     min_visibility: float, kept_in_left_tile: bool
 ) -> None:
     # image 200 x 100, tiles 100 wide without overlap: [0,100) and [100,200); the box spans x 60..120 (2/3 left)
-    cfg = {"tiling": {"enabled": True, "size": 100, "overlap": 0.0, "min_visibility": min_visibility}}
+    cfg = {"tiling": {"enabled": True, "tile": 100, "overlap": 0.0, "min_visibility": min_visibility}}
     issues = Issues()
     taxonomy = Taxonomy(classes=("car",), mapping={"car": "car"})
     items = plan_items(
@@ -406,7 +406,7 @@ def test_tile_offsets_round_trip_to_source_pixels(compose_build, tmp_path: Path)
         compose_build(
             f"source.path={VISDRONE_MINI}",
             "tiling=sahi",
-            "tiling.size=160",
+            "tiling.tile=160",
             "tiling.overlap=0.25",
             "tiling.min_visibility=1.0",
             "split.val_fraction=0",

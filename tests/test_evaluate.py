@@ -1,11 +1,12 @@
-"""COCO metrics with pycocotools on known boxes."""
+"""COCO metrics (the project's one COCOeval wrapper, ``coco_protocol``) on known boxes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dronevision.evaluate import coco_detections, coco_ground_truth, coco_metrics, yolo_to_xyxy
+from dronevision.evaluate import coco_detections, coco_ground_truth, yolo_to_xyxy
+from dronevision.evaluate.protocols import coco_protocol
 from dronevision.schema import Detections
 
 NAMES = {0: "car", 1: "truck"}
@@ -13,6 +14,10 @@ GT = [
     Detections(xyxy=[[10, 10, 50, 40], [60, 60, 90, 95]], class_id=[0, 1]),
     Detections(xyxy=[[5, 5, 25, 25]], class_id=[0]),
 ]
+
+
+def coco_metrics(gt: dict, detections: list) -> dict:
+    return coco_protocol(gt, detections)["overall"]
 
 
 def _gt() -> dict:
@@ -32,7 +37,8 @@ def test_perfect_predictions_score_one() -> None:
 
 def test_no_predictions_score_zero() -> None:
     m = coco_metrics(_gt(), coco_detections([Detections.empty(with_confidence=True) for _ in GT]))
-    assert set(m.values()) == {0.0}
+    assert m["AP"] == m["AP50"] == m["AR_100"] == 0.0
+    assert {v for v in m.values() if v is not None} == {0.0}
 
 
 def test_missing_half_the_cars_halves_car_recall() -> None:

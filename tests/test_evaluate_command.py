@@ -101,8 +101,8 @@ def test_evaluating_a_checkpoint_gives_both_protocols_pictures_and_an_mlflow_ent
 def test_an_openvino_ir_folder_is_evaluated_like_its_onnx(trained: dict, tmp_path: Path) -> None:
     import openvino as ov
 
-    from dronevision.export.convert import read_metadata_props
     from dronevision.export.openvino import write_ir
+    from dronevision.infer import read_metadata_props
 
     onnx = Path(trained["summary"]["onnx"])
     folder = write_ir(ov.Core().read_model(str(onnx)), tmp_path / "m_openvino_model", read_metadata_props(onnx)).parent

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from omegaconf import DictConfig
 
 from dronevision.errors import DroneVisionError
@@ -81,15 +82,19 @@ def full_export(
 
 @pytest.mark.slow
 def test_every_variant_runs_on_the_same_input_with_the_metadata(full_export: tuple[dict, Path, str]) -> None:
-    summary, out_dir, _ = full_export
+    summary, out_dir, run_id = full_export
+    training = {"mlflow_run_id": run_id, "mlflow_tracking_uri": summary["mlflow"]["tracking_uri"]}
     assert set(summary["variants"]) == {"fp32", "fp16", "int8", "int8_openvino"}
-    assert summary["metadata"] == {"names": {0: "vehicle"}, "imgsz": [IMGSZ, IMGSZ], "stride": 32}
+    meta = {k: summary["metadata"].get(k) for k in ("names", "imgsz", "stride", "end2end")}
+    assert meta == {"names": {0: "vehicle"}, "imgsz": [IMGSZ, IMGSZ], "stride": 32, "end2end": False}
     x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
     shapes = set()
     for name, variant in summary["variants"].items():
         assert Path(variant["path"]) == out_dir / FILES[name]
-        if name == "int8_openvino":
-            continue  # an OpenVINO IR folder: test_openvino_int8_is_an_ir_with_silu_fused
+        if name == "int8_openvino":  # an OpenVINO IR folder: test_openvino_int8_is_an_ir_with_silu_fused
+            ir_meta = yaml.safe_load((Path(variant["path"]) / "metadata.yaml").read_text())
+            assert {k: ir_meta[k] for k in training} == training  # the IR names the training run too
+            continue
         assert Path(variant["path"]).is_file()
         s = session(variant["path"])
         (inp,) = s.get_inputs()
@@ -98,6 +103,7 @@ def test_every_variant_runs_on_the_same_input_with_the_metadata(full_export: tup
         shapes.add(s.run(None, {inp.name: x})[0].shape)
         meta = s.get_modelmeta().custom_metadata_map
         assert (meta["names"], meta["imgsz"], meta["stride"]) == ("{0: 'vehicle'}", f"[{IMGSZ}, {IMGSZ}]", "32"), name
+        assert {k: meta[k] for k in training} == training, name  # the training's MLflow run, for later stages
     assert shapes == {(1, 5, 84)}  # 4 box coordinates + 1 class, over (8*8 + 4*4 + 2*2) anchors
 
 
@@ -122,7 +128,7 @@ def test_parity_with_pytorch_and_int8_is_qdq(full_export: tuple[dict, Path, str]
 def test_openvino_int8_is_an_ir_with_silu_fused(full_export: tuple[dict, Path, str]) -> None:
     import openvino as ov
 
-    from dronevision.infer.runtime import open_session, read_model_info
+    from dronevision.infer import open_session, read_model_info
 
     summary, out_dir, _ = full_export
     folder = out_dir / FILES["int8_openvino"]
@@ -164,8 +170,9 @@ def test_the_benchmark_takes_the_ir_folder_and_finds_the_training_run(full_expor
     result = benchmark(cfg)
     assert result["runtimes"]["ort-cpu"]["skipped"].endswith("is an OpenVINO IR: it runs on openvino only, not ort-cpu")
     assert result["runtimes"]["openvino"]["precision"].startswith("int8+")
-    # the export's summary.json names the folder; its run is the training's
+    # the IR's metadata.yaml names the training's run
     assert result["mlflow"]["ok"] and result["run_id"] == run_id == summary["mlflow"]["run_id"]
+    assert result["mlflow"]["found_in"].endswith("metadata")
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
-"""Golden detections: evaluate and pre-labelling give the same boxes as before the inference layer was rebuilt.
+"""Golden detections: evaluate and pre-labelling give the same boxes as before the inference layer was rebuilt, and
+the benchmark's end-to-end path gives evaluate's.
 
 ``tests/fixtures/golden_detections.json`` was recorded with the code as it stood before ``dronevision.infer``
 existed (``DV_RECORD_GOLDEN=1 pytest tests/test_golden_inference.py`` writes it again). The model is a seeded,
 untrained yolov8n with the VisDrone classes (batch-norm statistics from the test images, class biases set so
-that it finds boxes), saved as a checkpoint
-and exported to ONNX here: no weights are stored. Boxes are compared with a tolerance for floating-point noise
-between CPUs; boxes within ``MARGIN`` of the confidence threshold may appear on one side only.
+that it finds boxes), saved as a checkpoint and exported to ONNX here: no weights are stored. Boxes are compared
+with a tolerance for floating-point noise between CPUs; boxes within ``MARGIN`` of the confidence threshold may
+appear on one side only.
 """
 
 from __future__ import annotations
@@ -17,23 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dronevision.dataset.visdrone import CATEGORIES
+from dronevision.infer import SliceSettings
+
 from .conftest import VISDRONE_MINI, compose_config
 
 IMAGES = VISDRONE_MINI / "images"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_detections.json"
 RECORD = os.environ.get("DV_RECORD_GOLDEN") == "1"
-VISDRONE_NAMES = [
-    "pedestrian",
-    "people",
-    "bicycle",
-    "car",
-    "van",
-    "truck",
-    "tricycle",
-    "awning-tricycle",
-    "bus",
-    "motor",
-]
+VISDRONE_NAMES = list(CATEGORIES[1:11])  # VisDrone-DET's scored classes, pedestrian ... motor
 CONF = 0.3
 MARGIN = 0.02  # boxes this close to CONF may flip between CPUs
 IMGSZ = 320
@@ -125,7 +118,7 @@ CASES = {
     ),
     "prelabel_pt": lambda m, out: _prelabel_rows(m["pt"]),
     "prelabel_onnx_sliced": lambda m, out: _prelabel_rows(
-        m["onnx"], slicing={"enabled": True, "runtime": "ort-cpu", "tile": 192, "overlap": 0.2}
+        m["onnx"], runtime="ort-cpu", slicing=SliceSettings(enabled=True, tile=192, overlap=0.2, full_frame=False)
     ),
 }
 
@@ -175,3 +168,28 @@ def test_detections_equal_the_recorded_ones(golden_model: dict[str, Path], case:
     for image in expected:
         assert unmatched(expected[image], got[image], conf=CONF) == [], f"{case} {image}: recorded boxes missing"
         assert unmatched(got[image], expected[image], conf=CONF) == [], f"{case} {image}: new boxes"
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_gives_evaluates_detections(golden_model: dict[str, Path], tmp_path: Path) -> None:
+    """The benchmark's timed end-to-end step decodes through the inference layer: its detections are evaluate's."""
+    from ultralytics import YOLO
+
+    from dronevision.benchmark import make_e2e_step
+    from dronevision.infer import load_detector, open_session, read_bgr
+
+    weights = tmp_path / "static.pt"  # exported beside a copy: golden.onnx (dynamic) stays as it is
+    weights.write_bytes(golden_model["pt"].read_bytes())
+    static = Path(YOLO(str(weights)).export(format="onnx", imgsz=IMGSZ, dynamic=False, verbose=False))
+    images = sorted(IMAGES.iterdir())
+    nms = {"conf": CONF, "iou": 0.7, "max_det": 300}
+    detector = load_detector(static, runtime="ort-cpu", threads=1, **nms)
+    expected = detector.predict([read_bgr(p) for p in images], batch=1)
+    session = open_session(static, "ort-cpu", threads=1, batch=1)
+    step = make_e2e_step(session, [p.read_bytes() for p in images], imgsz=IMGSZ, nms=nms, end2end=False)
+    got = [det for _ in images for det in step()]
+    assert sum(len(d) for d in expected) >= 5
+    for a, b in zip(expected, got):
+        assert a.class_id.tolist() == b.class_id.tolist()
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-7, rtol=0)

@@ -47,7 +47,13 @@ def test_train_on_bundled_data_one_run_with_metrics_and_artifacts(
     _check_summary(summary, out_dir)
     assert summary["dataset"]["classes"] == ["vehicle"]
     assert (summary["dataset"]["n_train"], summary["dataset"]["n_val"]) == (321, 31)
-    assert summary["mlflow"] == {"ok": True, "error": None}
+    assert summary["mlflow"] == {
+        "tracking_uri": summary["tracking_uri"],
+        "run_id": summary["run_id"],
+        "experiment": "e2e",
+        "ok": True,
+        "error": None,
+    }
 
     client = MlflowClient(summary["tracking_uri"])
     experiments = {e.name: e.experiment_id for e in client.search_experiments()}

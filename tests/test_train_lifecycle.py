@@ -52,11 +52,12 @@ def test_every_model_in_the_zoo_builds_from_its_yaml_without_weights(name: str) 
 
 
 def test_zoo_has_the_models_the_issue_names() -> None:
-    assert {"yolov8n", "yolov8s", "yolo11n", "yolo11s", "yolov8n_p2", "rtdetr_l"} <= set(group_options("model"))
+    zoo = {"yolov8n", "yolov8s", "yolo11n", "yolo11s", "yolov8n_p2", "rtdetr_l", "yolo26n", "yolo26s", "yolo26n_p2"}
+    assert zoo <= set(group_options("model"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["yolov8n_p2", "rtdetr_l"])
+@pytest.mark.parametrize("name", ["yolov8n_p2", "rtdetr_l", "yolo26n_p2"])
 def test_small_object_and_transformer_models_train_end_to_end(
     name: str, tiny_dataset: Path, compose_train: Callable[..., DictConfig]
 ) -> None:
@@ -266,7 +267,8 @@ def test_one_epoch_with_aerial_policy_records_lineage_preview_and_registry(
     } <= artifacts
     assert client.get_metric_history(r.info.run_id, "metrics/mAP50B")
     version = client.get_model_version_by_alias("vehicles", "candidate")
-    assert version.run_id == r.info.run_id and version.source.endswith("/weights")
+    assert version.run_id == r.info.run_id and version.source == summary["logged_model"]["uri"]  # the ONNX, as pyfunc
+    assert [o.model_id for o in r.outputs.model_outputs] == [summary["logged_model"]["model_id"]]
     assert summary["augment"]["policy"] == "aerial" and Path(summary["augment"]["preview"]).is_file()
 
 

@@ -1,16 +1,25 @@
 """MLflow helpers: the only module that talks to MLflow.
 
 A run never breaks the work it tracks: if the store cannot be reached, or fails later, one warning is logged,
-tracking switches off, and the reason is kept in :attr:`MlflowRun.error` for summary.json.
+tracking switches off, and the reason is kept in :attr:`MlflowRun.error` for summary.json, whose ``mlflow`` block
+:meth:`MlflowRun.summary` writes the same way for every stage.
+
+A model knows the training run it came from: :func:`find_training_run` reads it from the model's metadata
+(``mlflow_run_id`` and ``mlflow_tracking_uri``, which the ONNX exports and OpenVINO IRs carry: see
+:meth:`RunRef.metadata`), else from the training folder the model sits in.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +29,158 @@ from dronevision.errors import first_line
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+_MAX_DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest
+RUN_FILE = "mlflow_run.json"  # which MLflow run a training's out_dir belongs to (train writes it first)
+SUMMARY_FILE = "summary.json"
+SEARCH_DEPTH = 4  # folders searched for RUN_FILE or SUMMARY_FILE: the model's own and 3 above
+
+
+# --- which run a model came from (pure) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Where an MLflow run is: its store and its id. ``found_in`` says where the reference was read (not compared).
+
+    Examples:
+        >>> ref = RunRef("sqlite:///m.db", "abc")
+        >>> ref.metadata()
+        {'mlflow_run_id': 'abc', 'mlflow_tracking_uri': 'sqlite:///m.db'}
+        >>> RunRef.from_metadata(ref.metadata()) == ref
+        True
+    """
+
+    tracking_uri: str
+    run_id: str
+    found_in: str = field(default="", compare=False)
+
+    def metadata(self) -> dict[str, str]:
+        """The keys an exported model carries to name its training run (ONNX metadata_props, IR metadata.yaml)."""
+        return {"mlflow_run_id": self.run_id, "mlflow_tracking_uri": self.tracking_uri}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], found_in: str = "") -> RunRef | None:
+        """The run a model's metadata names (the keys :meth:`metadata` writes), if it names both parts.
+
+        Examples:
+            >>> RunRef.from_metadata({"mlflow_run_id": "abc", "mlflow_tracking_uri": "sqlite:///x.db"})
+            RunRef(tracking_uri='sqlite:///x.db', run_id='abc', found_in='')
+            >>> RunRef.from_metadata({"names": "{0: 'car'}"}), RunRef.from_metadata({"mlflow_run_id": "abc"})
+            (None, None)
+        """
+        run_id, uri = metadata.get("mlflow_run_id"), metadata.get("mlflow_tracking_uri")
+        return cls(str(uri), str(run_id), found_in) if run_id and uri else None
+
+    @classmethod
+    def from_record(cls, record: Any, found_in: str = "") -> RunRef | None:
+        """The run of a training's ``mlflow_run.json`` or summary.json: top-level ``run_id`` and ``tracking_uri``.
+
+        Examples:
+            >>> RunRef.from_record({"run_id": "r1", "tracking_uri": "sqlite:///a.db", "experiment": "e"}).run_id
+            'r1'
+            >>> RunRef.from_record({"run_id": "r1"}), RunRef.from_record([]), RunRef.from_record({"run_id": None})
+            (None, None, None)
+        """
+        if not isinstance(record, Mapping) or not record.get("run_id") or not record.get("tracking_uri"):
+            return None
+        return cls(str(record["tracking_uri"]), str(record["run_id"]), found_in)
+
+    @classmethod
+    def from_summary(cls, summary: Any, found_in: str = "") -> RunRef | None:
+        """The run a stage's summary.json names: top-level (a training's) or its ``mlflow`` block (an export's, or an
+        evaluation's or a benchmark's that added to the model's run); never an evaluation's own run.
+
+        Examples:
+            >>> RunRef.from_summary({"run_id": "r1", "tracking_uri": "sqlite:///a.db"}).run_id
+            'r1'
+            >>> RunRef.from_summary({"mlflow": {"run_id": "r2", "tracking_uri": "http://h:5000", "ok": True}}).run_id
+            'r2'
+            >>> own = {"run_id": "r3", "tracking_uri": "http://h:5000", "attached_to_model_run": False}
+            >>> RunRef.from_summary({"mlflow": own}), RunRef.from_summary({"mlflow": {"run_id": None, "ok": False}})
+            (None, None)
+            >>> RunRef.from_summary([])
+        """
+        if not isinstance(summary, Mapping):
+            return None
+        block = summary.get("mlflow")
+        if isinstance(block, Mapping) and block.get("attached_to_model_run") is False:
+            block = None
+        return cls.from_record(summary, found_in) or cls.from_record(block, found_in)
+
+
+def names_path(tree: Any, path: Path) -> bool:
+    """Whether some string in a JSON tree is ``path`` (absolute, resolved).
+
+    Examples:
+        >>> names_path({"variants": {"fp32": {"path": "/out/m.onnx"}}}, Path("/out/m.onnx"))
+        True
+        >>> names_path(["/out/other.onnx", 3], Path("/out/m.onnx"))
+        False
+    """
+    if isinstance(tree, Mapping):
+        return any(names_path(v, path) for v in tree.values())
+    if isinstance(tree, list):
+        return any(names_path(v, path) for v in tree)
+    return isinstance(tree, str) and tree.endswith(path.name) and Path(tree).expanduser().resolve() == path
+
+
+# --- which run a model came from (files) -----------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _metadata_ref(model: Path) -> RunRef | None:
+    """The run an ONNX file's metadata_props or an OpenVINO IR's metadata.yaml names."""
+    if not (model.is_dir() or model.suffix.lower() in (".onnx", ".xml")):
+        return None
+    from dronevision.infer.model import read_metadata_props
+
+    try:
+        props = read_metadata_props(model)
+    except Exception as e:  # not a model file: the stage that runs it says so
+        log.debug("%s: no metadata read (%s)", model, first_line(e))
+        return None
+    return RunRef.from_metadata(props, found_in=f"{model} metadata")
+
+
+def find_training_run(path: Path) -> RunRef | None:
+    """The MLflow training run a model came from: a .pt, an .onnx, an OpenVINO IR folder or its model.xml.
+
+    Looked for, in order: the model's metadata (an export's ONNX or IR, see :meth:`RunRef.metadata`); then, in the
+    model's folder and up to 3 above it, the nearest training ``mlflow_run.json``, or a summary.json that is a
+    training's (top-level ``run_id`` and ``tracking_uri``) or that names the model (an export's, whose ``mlflow``
+    block is the training's run). None when nothing names a run.
+    """
+    path = Path(path).expanduser().resolve()
+    found = _metadata_ref(path) or _folder_ref(path)
+    if found is not None:
+        log.info("%s: MLflow training run %s (from %s)", path.name, found.run_id, found.found_in)
+    return found
+
+
+def _folder_ref(path: Path) -> RunRef | None:
+    """The nearest run record or summary.json naming the model's run, in its folder and up to 3 above."""
+    named = {path, path.parent} if path.suffix.lower() == ".xml" else {path}  # an IR's summary names its folder
+    start = path if path.is_dir() else path.parent
+    for folder in [start, *start.parents][:SEARCH_DEPTH]:
+        found = RunRef.from_record(_read_json(folder / RUN_FILE), found_in=str(folder / RUN_FILE))
+        if found is not None:
+            return found
+        summary = _read_json(folder / SUMMARY_FILE)
+        found = RunRef.from_record(summary, found_in=str(folder / SUMMARY_FILE))
+        if found is None and any(names_path(summary, p) for p in named):
+            found = RunRef.from_summary(summary, found_in=str(folder / SUMMARY_FILE))
+        if found is not None:
+            return found
+    return None
+
+
+# --- runs -------------------------------------------------------------------------------------------------------
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -90,6 +251,19 @@ def _fail_fast() -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextmanager
+def _global_store(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking URI at ``tracking_uri`` for a while, then back.
+
+    A local registry store looks the logged model behind a ``models:/<id>`` source up in the global store (not in
+    the client's), and would otherwise create an empty ``./mlflow.db`` and fail.
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        yield
+
+
 class MlflowRun:
     """One MLflow run, driven through ``MlflowClient`` (no global active run to leak into other code)."""
 
@@ -105,10 +279,12 @@ class MlflowRun:
     def attach(cls, tracking_uri: str, run_id: str) -> MlflowRun:
         """An existing run (e.g. the training's) that a later stage adds metrics and artifacts to.
 
-        Never creates a store, an experiment or a run; on failure, warns once and carries on without tracking.
+        Never creates a store, an experiment or a run; on failure, warns once and carries on without tracking
+        (:attr:`run_id` still names the run it was meant for, for summary.json).
         The run's status is left as it is: call :meth:`end` only on runs you started.
         """
         tracker = cls(tracking_uri, experiment="")
+        tracker.run_id = run_id
         try:
             from mlflow.tracking import MlflowClient
 
@@ -123,7 +299,7 @@ class MlflowRun:
         except Exception as e:  # any failure to reach the store or find the run
             tracker._fail("attach", e)
             return tracker
-        tracker._client, tracker.run_id, tracker.experiment = client, run_id, experiment.name
+        tracker._client, tracker.experiment = client, experiment.name
         tracker.run_name = run.info.run_name
         log.info("MLflow: adding to run %s in experiment '%s' at %s", run_id, experiment.name, tracking_uri)
         return tracker
@@ -132,6 +308,36 @@ class MlflowRun:
     def active(self) -> bool:
         """Whether calls still reach the store."""
         return self.run_id is not None and self.error is None
+
+    @property
+    def ref(self) -> RunRef | None:
+        """This run's :class:`RunRef`; None when no run was opened."""
+        return RunRef(self.tracking_uri, self.run_id) if self.run_id is not None else None
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """The ``mlflow`` block of a stage's summary.json: where the run is, whether tracking worked, and why not.
+
+        ``extra`` keys (e.g. ``attached_to_model_run``) are kept inside the block. Read it back with
+        :meth:`RunRef.from_summary`.
+        """
+        return {
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+            "experiment": self.experiment or None,
+            "ok": self.active,
+            "error": self.error,
+            **extra,
+        }
+
+    @staticmethod
+    def untracked(reason: str, **extra: Any) -> dict[str, Any]:
+        """The ``mlflow`` block of a stage that logged to no run (e.g. none was found for its model).
+
+        Examples:
+            >>> MlflowRun.untracked("no training run found")["ok"]
+            False
+        """
+        return {"tracking_uri": None, "run_id": None, "experiment": None, "ok": False, "error": reason, **extra}
 
     def start(self, tags: Mapping[str, str] | None = None) -> MlflowRun:
         """Create the experiment if needed and open the run; on failure, warn once and carry on without."""
@@ -207,11 +413,109 @@ class MlflowRun:
         """Mark an attached run (e.g. a KILLED training being resumed) as running again."""
         self._call("reopen", "update_run", status="RUNNING")
 
-    def register(self, name: str, artifact_path: str, alias: str | None = None) -> dict[str, Any] | None:
-        """Register ``artifact_path`` of this run as a new version of model ``name`` and point ``alias`` at it.
+    def log_dataset(
+        self,
+        *,
+        name: str,
+        source: str,
+        digest: str,
+        context: str = "train",
+        profile: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a dataset as an input of this run (the run's 'Datasets' in the MLflow UI).
 
-        Returns ``{"name", "version", "alias", "source"}``, or None when tracking is off or registration fails
-        (one warning, as for every other call).
+        Args:
+            name: the dataset's name.
+            source: where it is (a path or URI).
+            digest: its fingerprint; MLflow keeps at most 36 characters, so a longer hash is cut there (put the
+                whole one in ``tags``).
+            context: what the run did with it (``train``, ``eval``).
+            profile: summary numbers shown with it (image and box counts, classes).
+            tags: further input tags.
+        """
+        if not self.active:
+            return
+        try:
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+            from mlflow.data.meta_dataset import MetaDataset
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+            from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+            with warnings.catch_warnings():  # a local path resolves as both a "" and a "file" source: the same one
+                warnings.simplefilter("ignore", UserWarning)
+                dataset_source = resolve_dataset_source(source)
+            meta = MetaDataset(dataset_source, name=name, digest=digest[:_MAX_DIGEST_LENGTH]).to_dict()
+            entity = Dataset(**meta, profile=json.dumps(dict(profile)) if profile else None)
+            input_tags = [
+                InputTag(MLFLOW_DATASET_CONTEXT, context),
+                *(InputTag(k, str(v)) for k, v in (tags or {}).items()),
+            ]
+        except Exception as e:  # an unknown kind of source
+            self._fail("log_dataset", e)
+            return
+        self._call("log_dataset", "log_inputs", datasets=[DatasetInput(entity, input_tags)])
+
+    def log_detector(
+        self,
+        model_file: Path,
+        *,
+        example_images: Sequence[Path],
+        metadata: Mapping[str, Any] | None = None,
+        name: str = "detector",
+    ) -> str | None:
+        """Log a detector (.onnx, or .pt) as an MLflow model of this run, with a python-function flavour that runs
+        it through :func:`dronevision.infer.load_detector` (see :mod:`dronevision.mlflow_pyfunc`).
+
+        Nothing is resolved or downloaded: the model's requirements are the installed versions of what it imports.
+
+        Returns:
+            The logged model's id (load it as ``models:/<id>``), or None when tracking is off or logging fails
+            (one warning, as for every other call).
+        """
+        if not self.active:
+            return None
+        model = None
+        try:
+            from mlflow.entities import LoggedModelOutput
+            from mlflow.models import Model
+
+            from dronevision.mlflow_pyfunc import FLAVOR_MODEL_TYPE, save_detector_model
+
+            client = self._client
+            experiment_id = client.get_run(self.run_id).info.experiment_id
+            model = client.create_logged_model(
+                experiment_id, name=name, source_run_id=self.run_id, model_type=FLAVOR_MODEL_TYPE
+            )
+            mlflow_model = Model(
+                artifact_path=model.artifact_location,
+                model_uuid=model.model_id,
+                run_id=self.run_id,
+                model_id=model.model_id,
+            )
+            with tempfile.TemporaryDirectory(prefix="dronevision-mlflow-model-") as tmp:
+                local = Path(tmp) / "model"
+                save_detector_model(
+                    local, model_file, example_images=example_images, metadata=metadata, mlflow_model=mlflow_model
+                )
+                client.log_model_artifacts(model.model_id, str(local))
+            client.finalize_logged_model(model.model_id, "READY")
+            client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        except Exception as e:
+            if model is not None:
+                with suppress(Exception):  # the store failed already: the warning below says why
+                    self._client.finalize_logged_model(model.model_id, "FAILED")
+            self._fail("log_detector", e)
+            return None
+        log.info("MLflow: logged model %s (%s) in run %s", model.model_id, model_file.name, self.run_id)
+        return str(model.model_id)
+
+    def register(self, name: str, model_id: str, alias: str | None = None) -> dict[str, Any] | None:
+        """Register the logged model ``model_id`` of this run as a new version of model ``name``; point ``alias``
+        at it.
+
+        Returns ``{"name", "version", "alias", "source", "model_id"}``, or None when tracking is off or registration
+        fails (one warning, as for every other call).
         """
         if not self.active:
             return None
@@ -224,15 +528,16 @@ class MlflowRun:
             except MlflowException as e:
                 if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
                     raise
-            source = f"{client.get_run(self.run_id).info.artifact_uri}/{artifact_path}"
-            version = client.create_model_version(name, source, run_id=self.run_id)
+            source = f"models:/{model_id}"  # the version is the logged model (MLflow's UI links the two)
+            with _global_store(self.tracking_uri):
+                version = client.create_model_version(name, source, run_id=self.run_id, model_id=model_id)
             if alias:
                 client.set_registered_model_alias(name, alias, version.version)
         except Exception as e:
             self._fail("register", e)
             return None
         log.info("MLflow model registry: %s version %s%s", name, version.version, f" (@{alias})" if alias else "")
-        return {"name": name, "version": int(version.version), "alias": alias, "source": source}
+        return {"name": name, "version": int(version.version), "alias": alias, "source": source, "model_id": model_id}
 
 
 def _existing_store(tracking_uri: str) -> Any:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from dronevision.benchmark.core import MODES, capacity, measured_entries, pick_best, summarise_runtimes
-from dronevision.benchmark.measure import find_mlflow_run, host_facts, load_frames, make_plan, measure_grid
+from dronevision.benchmark.measure import host_facts, load_frames, make_plan, measure_grid
 from dronevision.benchmark.report import plot_fps, report_markdown
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
+from dronevision.errors import DroneVisionError
+from dronevision.mlflow_run import RunRef
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     plan = make_plan(cfg)  # everything the user gave is checked before anything is written
     frames, images = load_frames(cfg)
-    run_id, tracking_uri, run_source = find_mlflow_run(cfg, plan.info)
+    mlflow_run = _mlflow_run(cfg, plan.info.path)
     objects, objects_source = plan.target["objects_per_frame"], "target.objects_per_frame"
     if objects is None and images.get("objects_per_frame") is not None:
         objects, objects_source = images["objects_per_frame"], f"mean boxes per image of {images['source']}"
@@ -83,25 +87,43 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "best": best,
         "capacity": best_capacity,
         "target": target,
-        "run_id": run_id,
-        "tracking_uri": tracking_uri,
+        "run_id": mlflow_run.run_id if mlflow_run else None,
+        "tracking_uri": mlflow_run.tracking_uri if mlflow_run else None,
         "out_dir": str(out_dir),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    _track(summary, entries, out_dir, run_source)
+    _track(summary, entries, out_dir, mlflow_run)
     _print_summary(summary, entries)
     return summary
 
 
-def _track(summary: dict[str, Any], entries: Mapping[str, Any], out_dir: Path, run_source: str | None) -> None:
+def _mlflow_run(cfg: DictConfig, model: Path) -> RunRef | None:
+    """The MLflow run the benchmark adds to: ``mlflow.run_id`` (in ``mlflow.tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI``), else the model's training run (:func:`dronevision.mlflow_run.find_training_run`), in
+    the store ``mlflow.tracking_uri`` names when it is set."""
+    from dronevision.mlflow_run import find_training_run
+
+    if cfg.mlflow.run_id is not None:
+        uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise DroneVisionError(f"MLflow run {cfg.mlflow.run_id} (from mlflow.run_id) needs mlflow.tracking_uri")
+        return RunRef(str(uri), str(cfg.mlflow.run_id), found_in="config")
+    found = find_training_run(model)
+    if found is not None and cfg.mlflow.tracking_uri:
+        found = replace(found, tracking_uri=str(cfg.mlflow.tracking_uri))
+    return found
+
+
+def _track(summary: dict[str, Any], entries: Mapping[str, Any], out_dir: Path, found: RunRef | None) -> None:
     """Write summary.json and add the numbers and files to the model's MLflow run, when there is one."""
     from dronevision.mlflow_run import MlflowRun
 
-    if summary["run_id"] is None:
-        summary["mlflow"] = {"ok": False, "error": "no MLflow run: none given (mlflow.run_id) or found for the model"}
+    if found is None:
+        reason = "no MLflow run: none given (mlflow.run_id) or found for the model"
+        summary["mlflow"] = MlflowRun.untracked(reason, found_in=None)
         write_summary(out_dir, summary)
         return
-    tracker = MlflowRun.attach(summary["tracking_uri"], summary["run_id"])
+    tracker = MlflowRun.attach(found.tracking_uri, found.run_id)
     metrics: dict[str, float] = {}
     for name, entry in entries.items():
         for batch, res in entry.get("batches", {}).items():
@@ -124,10 +146,10 @@ def _track(summary: dict[str, Any], entries: Mapping[str, Any], out_dir: Path, r
     folder = f"benchmark/{out_dir.name}"
     for name in ("benchmark.json", "report.md", "fps.png"):
         tracker.log_artifact(out_dir / name, folder)
-    summary["mlflow"] = {"ok": tracker.active, "error": tracker.error, "found_in": run_source}
+    summary["mlflow"] = tracker.summary(found_in=found.found_in)
     tracker.log_artifact(write_summary(out_dir, summary), folder)
     if summary["mlflow"]["ok"] != tracker.active:  # the last upload failed
-        summary["mlflow"] |= {"ok": tracker.active, "error": tracker.error}
+        summary["mlflow"] = tracker.summary(found_in=found.found_in)
         write_summary(out_dir, summary)
 
 

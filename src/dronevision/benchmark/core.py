@@ -187,45 +187,6 @@ def as_list(value: Any, name: str) -> list[Any]:
     return items
 
 
-def mlflow_ref_from_metadata(metadata: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """The MLflow run id and tracking URI an export wrote into the ONNX metadata, if any.
-
-    Examples:
-        >>> mlflow_ref_from_metadata({"mlflow_run_id": "abc", "mlflow_tracking_uri": "sqlite:///x.db"})
-        ('abc', 'sqlite:///x.db')
-        >>> mlflow_ref_from_metadata({"names": "{0: 'car'}"})
-        (None, None)
-    """
-
-    def first(*keys: str) -> str | None:
-        return next((str(metadata[k]) for k in keys if metadata.get(k)), None)
-
-    return (
-        first("mlflow_run_id", "mlflow.run_id", "run_id"),
-        first("mlflow_tracking_uri", "mlflow.tracking_uri", "tracking_uri"),
-    )
-
-
-def mlflow_ref_from_summary(summary: Any) -> tuple[str | None, str | None]:
-    """The MLflow run a stage's summary.json names: top-level (training) or under ``mlflow`` (export).
-
-    Examples:
-        >>> mlflow_ref_from_summary({"run_id": "r1", "tracking_uri": "sqlite:///a.db"})
-        ('r1', 'sqlite:///a.db')
-        >>> mlflow_ref_from_summary({"mlflow": {"run_id": "r2", "tracking_uri": "http://h:5000", "ok": True}})
-        ('r2', 'http://h:5000')
-        >>> mlflow_ref_from_summary({"mlflow": {"run_id": None, "ok": False}}), mlflow_ref_from_summary([])
-        ((None, None), (None, None))
-    """
-    if not isinstance(summary, Mapping):
-        return None, None
-    for tree in (summary, summary.get("mlflow")):
-        if isinstance(tree, Mapping) and tree.get("run_id"):
-            uri = tree.get("tracking_uri")
-            return str(tree["run_id"]), str(uri) if uri else None
-    return None, None
-
-
 def pick_best(runtimes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """The measured runtime and batch with the most end-to-end frames/s (first wins a tie); None if none ran.
 

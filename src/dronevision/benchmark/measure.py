@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import time
@@ -21,11 +20,10 @@ from dronevision.benchmark.core import (
     check_target,
     latency_stats,
     measured_entries,
-    mlflow_ref_from_metadata,
-    mlflow_ref_from_summary,
 )
 from dronevision.errors import DroneVisionError, first_line
-from dronevision.infer.runtime import ModelInfo, RuntimeUnavailable, Session, available, check_runtime, open_session
+from dronevision.infer import ModelInfo, RuntimeUnavailable, Session, available, check_runtime, open_session
+from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +111,7 @@ def load_frames(cfg: DictConfig) -> tuple[list[bytes], dict[str, Any]]:
 
 @contextmanager
 def fixed_threads(threads: int) -> Iterator[None]:
-    """Give OpenCV and torch (letterbox, NMS) the same thread count as the runtime, restored afterwards."""
+    """Give OpenCV and torch (letterbox) the same thread count as the runtime, restored afterwards."""
     import cv2
     import torch
 
@@ -129,25 +127,29 @@ def fixed_threads(threads: int) -> Iterator[None]:
 
 def make_e2e_step(
     session: Session, frames: Sequence[bytes], *, imgsz: int | tuple[int, int], nms: Mapping[str, Any], end2end: bool
-) -> Callable[[], list[Any]]:
-    """One end-to-end call: decode JPEGs, letterbox, run, NMS on the raw output (ultralytics'); it handles
-    ``batch`` x :func:`requests_per_call` frames (a session with several streams gets them all busy)."""
+) -> Callable[[], list[Detections]]:
+    """One end-to-end call: decode JPEGs, letterbox, run, decode the raw output into :class:`Detections` in image
+    pixels through the inference layer (:func:`dronevision.infer.decode`: the NMS evaluate uses, or none for an
+    end-to-end head); it handles ``batch`` x :func:`requests_per_call` frames (a session with several streams gets
+    them all busy)."""
     import cv2
-    import torch
-    from ultralytics.utils.nms import non_max_suppression
+
+    from dronevision.infer import decode, letterbox_plan
 
     batch, dtype, requests = session.input_shape[0], session.input_dtype, requests_per_call(session)
+    hw = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
     cycle = itertools.cycle(frames)
+    settings = {"conf": float(nms["conf"]), "iou": float(nms["iou"]), "max_det": int(nms["max_det"])}
 
-    def step() -> list[Any]:
-        inputs = []
+    def step() -> list[Detections]:
+        inputs, images = [], []
         for _ in range(requests):
-            images = [cv2.imdecode(np.frombuffer(next(cycle), np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
-            inputs.append(session_input(images, imgsz=imgsz, dtype=dtype))
-        y = torch.from_numpy(np.concatenate(session.run_many(inputs)).astype(np.float32, copy=False))
-        return non_max_suppression(
-            y, conf_thres=nms["conf"], iou_thres=nms["iou"], max_det=nms["max_det"], end2end=end2end
-        )
+            chunk = [cv2.imdecode(np.frombuffer(next(cycle), np.uint8), cv2.IMREAD_COLOR) for _ in range(batch)]
+            inputs.append(session_input(chunk, imgsz=hw, dtype=dtype))
+            images.extend(chunk)
+        y = np.concatenate(session.run_many(inputs)).astype(np.float32, copy=False)
+        plans = [letterbox_plan(im.shape[:2], hw, stride=32, auto=False) for im in images]
+        return [decode(y[i : i + 1], plan, end2end=end2end, **settings)[0] for i, plan in enumerate(plans)]
 
     return step
 
@@ -169,11 +171,11 @@ def make_model_call(session: Session, x: np.ndarray) -> Callable[[], Any]:
 def session_input(images_bgr: Sequence[np.ndarray], *, imgsz: int | tuple[int, int], dtype: np.dtype) -> np.ndarray:
     """Letterboxed frames as a session takes them: (N,3,H,W) RGB 0..1 in ``dtype``, or for a uint8 input
     (OpenVINO's ``u8_input``, which preprocesses in the graph) the (N,H,W,3) BGR canvases as they are."""
-    from dronevision.export.convert import letterbox, letterbox_canvas
+    from dronevision.infer import letterbox_image
 
     if np.dtype(dtype) == np.uint8:
-        return np.stack([letterbox_canvas(im, imgsz=imgsz) for im in images_bgr])
-    return np.concatenate([letterbox(im, imgsz=imgsz) for im in images_bgr]).astype(dtype, copy=False)
+        return np.stack([letterbox_image(im, imgsz=imgsz, uint8=True) for im in images_bgr])
+    return np.concatenate([letterbox_image(im, imgsz=imgsz) for im in images_bgr]).astype(dtype, copy=False)
 
 
 def model_tensor(frames: Sequence[bytes], *, batch: int, imgsz: int | tuple[int, int], dtype: np.dtype) -> np.ndarray:
@@ -227,42 +229,6 @@ def measure(
         "e2e": latency_stats(e2e_s, batch=per_call),
     }
     return entry, np.asarray(first[0], dtype=np.float32)
-
-
-def find_mlflow_run(cfg: DictConfig, info: ModelInfo) -> tuple[str | None, str | None, str | None]:
-    """The model's MLflow run: ``mlflow.*`` config, else the ONNX metadata, else a summary.json beside or above the
-    model that names the model's path (the export's or the training's). Returns (run id, tracking URI, source)."""
-    run_id, uri, source = cfg.mlflow.run_id, cfg.mlflow.tracking_uri, "config"
-    if run_id is None:
-        run_id, meta_uri = mlflow_ref_from_metadata(info.metadata)
-        uri, source = uri or meta_uri, "ONNX metadata"
-    if run_id is None:
-        for folder in list(info.path.parents)[:4]:
-            summary = folder / "summary.json"
-            try:
-                data = json.loads(summary.read_text()) if summary.is_file() else None
-            except (OSError, ValueError):
-                data = None
-            found_id, found_uri = mlflow_ref_from_summary(data)
-            named = _names_path(data, info.path) or (info.path.suffix == ".xml" and _names_path(data, info.path.parent))
-            if found_id and named:  # an IR's summary names its folder
-                run_id, uri, source = found_id, uri or found_uri, str(summary)
-                break
-    if run_id is None:
-        return None, None, None
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise DroneVisionError(f"MLflow run {run_id} (from {source}) needs mlflow.tracking_uri")
-    return str(run_id), str(uri), source
-
-
-def _names_path(tree: Any, path: Path) -> bool:
-    """Whether some string in a JSON tree is ``path``."""
-    if isinstance(tree, dict):
-        return any(_names_path(v, path) for v in tree.values())
-    if isinstance(tree, list):
-        return any(_names_path(v, path) for v in tree)
-    return isinstance(tree, str) and tree.endswith(path.name) and Path(tree).expanduser().resolve() == path
 
 
 def busy_cpu_s() -> float | None:
@@ -337,7 +303,7 @@ class Plan:
 
 def make_plan(cfg: DictConfig) -> Plan:
     """Check the model, runtimes, batches, timing and target; refuse with one line if nothing can run."""
-    from dronevision.infer.runtime import read_model_info
+    from dronevision.infer import read_model_info
 
     if cfg.onnx is None:
         raise DroneVisionError("model=<an .onnx file or an OpenVINO IR folder> is required")
@@ -410,7 +376,12 @@ def measure_grid(plan: Plan, frames: Sequence[bytes], cfg: DictConfig) -> dict[s
     for name, batch, res in measured_entries(entries):
         mine = outputs.get((name, batch))
         same = reference is not None and mine is not None and reference.shape == mine.shape
-        res["max_abs_diff_vs_ort_cpu"] = round(float(np.abs(mine - reference).max()), 6) if same else None
+        ref = reference
+        if same and info.end2end:  # final detections, whose order follows floating-point noise: paired as such
+            from dronevision.export.core import comparable_outputs
+
+            (ref,), (mine,) = comparable_outputs([reference], [mine], end2end=True)
+        res["max_abs_diff_vs_ort_cpu"] = round(float(np.abs(mine - ref).max(initial=0.0)), 6) if same else None
     return entries
 
 

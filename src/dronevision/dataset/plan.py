@@ -213,7 +213,7 @@ def plan_items(
         ]
     items = []
     tile_suffix = ".png" if suffix == ".png" else ".jpg"
-    for tile in slice_bboxes((w, h), size=int(tiling["size"]), overlap=float(tiling["overlap"])):
+    for tile in slice_bboxes((w, h), size=int(tiling["tile"]), overlap=float(tiling["overlap"])):
         in_tile, vis = clip_boxes(clipped[kept], tile)
         cut = (vis > 0) & (vis < float(tiling["min_visibility"]))
         issues.drop("tile_low_visibility", int(cut.sum()))

@@ -12,107 +12,26 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
+from dronevision.evaluate.ground_truth import (
+    GroundTruth,
+    check_protocols,
+    check_same_classes,
+    load_ground_truth,
+    scored_names,
+)
+from dronevision.evaluate.protocols import PROTOCOLS, UNSCORED
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("coco", "visdrone")
-NOT_SCORED = ("others", "ignored regions", "ignored")
-
-
-# --- ground truth ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GroundTruth:
-    """The images scored, their boxes (class ids are positions in ``names``) and ignored regions."""
-
-    source: Path
-    kind: str  # "dataset" (built YOLO dataset) or "visdrone-det" (images/ + annotations/)
-    names: dict[int, str]
-    images: list[Path]
-    sizes: list[tuple[int, int]]
-    boxes: list[Detections]
-    ignored: list[np.ndarray]
-    data_yaml: Path | None = None
-
-
-def check_protocols(protocol: Any) -> list[str]:
-    """``coco``, ``visdrone`` or a list of them.
-
-    Examples:
-        >>> check_protocols("coco"), check_protocols(["coco", "visdrone"])
-        (['coco'], ['coco', 'visdrone'])
-        >>> check_protocols("voc")
-        Traceback (most recent call last):
-        ...
-        dronevision.errors.DroneVisionError: protocol 'voc' is not one of coco, visdrone
-    """
-    chosen = [protocol] if isinstance(protocol, str) else list(protocol)
-    for p in chosen:
-        if p not in PROTOCOLS:
-            raise DroneVisionError(f"protocol '{p}' is not one of {', '.join(PROTOCOLS)}")
-    if not chosen:
-        raise DroneVisionError("protocol: name at least one of coco, visdrone")
-    return chosen
-
-
-def scored_names(names: Mapping[int, str]) -> list[str]:
-    """Class names in id order, without the ones no protocol scores (``others``, ignored regions).
-
-    Examples:
-        >>> scored_names({0: "car", 1: "others", 2: "van"})
-        ['car', 'van']
-    """
-    return [n for _, n in sorted(names.items()) if n not in NOT_SCORED]
-
-
-def check_same_classes(model_names: Mapping[int, str], model: Path, truth: GroundTruth) -> None:
-    """Refuse weights whose classes are not the dataset's, naming both lists."""
-    ours, theirs = scored_names(model_names), scored_names(truth.names)
-    if ours != theirs:
-        raise DroneVisionError(
-            f"weights {model} have classes {ours} but dataset {truth.source} has {theirs}: evaluate a model on "
-            "data labelled with its own classes"
-        )
-
-
-def load_ground_truth(path: Path, split: str) -> GroundTruth:
-    """A built dataset's split, or a raw VisDrone-DET folder, as :class:`GroundTruth`."""
-    from dronevision.evaluate.ground_truth import load_dataset_ground_truth, load_visdrone_det_ground_truth
-
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise DroneVisionError(f"dataset path {path} does not exist")
-    raw = path.is_dir() and not (path / "data.yaml").is_file()
-    if raw and (path / "annotations").is_dir() and (path / "images").is_dir():
-        items, names = load_visdrone_det_ground_truth(path)
-        kind, data_yaml = "visdrone-det", None
-    else:
-        items, names, data_yaml = load_dataset_ground_truth(path, split)
-        kind = "dataset"
-    if not items:
-        raise DroneVisionError(f"dataset {path}: the {split if kind == 'dataset' else 'images'} split holds no images")
-    return GroundTruth(
-        source=path,
-        kind=kind,
-        names=dict(names),
-        images=[Path(i[0]) for i in items],
-        sizes=[tuple(i[1]) for i in items],
-        boxes=[i[2] for i in items],
-        ignored=[np.asarray(i[3], dtype=float).reshape(-1, 4) for i in items],
-        data_yaml=data_yaml,
-    )
 
 
 # --- predictions -----------------------------------------------------------------------------------------------
@@ -121,7 +40,7 @@ def load_ground_truth(path: Path, split: str) -> GroundTruth:
 def check_weights(weights: Path, imgsz: int | None) -> Path:
     """A .pt, .onnx or OpenVINO .xml (or IR folder) that exists; a static input size other than ``imgsz`` is
     refused."""
-    from dronevision.infer.runtime import ir_xml
+    from dronevision.infer import ir_xml
 
     weights = ir_xml(Path(weights).expanduser().resolve())
     if not weights.is_file():
@@ -129,7 +48,7 @@ def check_weights(weights: Path, imgsz: int | None) -> Path:
     if weights.suffix not in (".pt", ".onnx", ".xml"):
         raise DroneVisionError(f"weights {weights} is neither a .pt, an .onnx nor an OpenVINO .xml file")
     if weights.suffix in (".onnx", ".xml"):
-        from dronevision.infer.runtime import read_model_info
+        from dronevision.infer import read_model_info
 
         info = read_model_info(weights)
         static = info.input_shape[2:] if all(info.input_shape[2:]) else None
@@ -141,42 +60,66 @@ def check_weights(weights: Path, imgsz: int | None) -> Path:
     return weights
 
 
-def predict_images(detector: Any, images: Sequence[Path], cfg: DictConfig) -> tuple[list[Detections], float]:
-    """Detections per image (plain or sliced inference); returns them and the seconds spent per image."""
-    import cv2
+def predict(
+    detector: Any, images: Sequence[Path], *, settings: Any, batch: int, progress: bool = True
+) -> tuple[list[Detections], float]:
+    """Detections per image (plain or sliced inference, :func:`dronevision.infer.predict_images`); returns them and
+    the seconds spent per image."""
+    from dronevision.infer import predict_images
 
-    from dronevision.infer import sliced_predict
-
-    s = cfg.slicing
-    out: list[Detections] = []
     started = time.perf_counter()
-    batch = int(cfg.model.batch)
-    chunks = [images[i : i + batch] for i in range(0, len(images), batch)] if not s.enabled else [[p] for p in images]
-    for chunk in tqdm(chunks, desc="evaluate", unit="batch" if not s.enabled else "image", disable=len(images) < 20):
-        frames = []
-        for p in chunk:
-            frame = cv2.imread(str(p))
-            if frame is None:
-                raise DroneVisionError(f"{p}: cannot be read as an image")
-            frames.append(frame)
-        if s.enabled:
-            out.append(
-                sliced_predict(
-                    detector,
-                    frames[0],
-                    tile=int(s.tile),
-                    overlap=float(s.overlap),
-                    batch=int(s.batch),
-                    full_frame=bool(s.full_frame),
-                    merge=str(s.merge),
-                    match=str(s.match),
-                    match_threshold=float(s.match_threshold),
-                    class_agnostic=bool(s.class_agnostic),
-                )
-            )
-        else:
-            out.extend(detector.predict(frames, batch=batch))
+    out = list(predict_images(detector, images, settings=settings, batch=batch, progress=progress))
     return out, (time.perf_counter() - started) / max(len(images), 1)
+
+
+def default_model_settings() -> dict[str, Any]:
+    """``configs/evaluate.yaml``'s ``model`` block: the detector settings every evaluation uses unless told
+    otherwise (the evaluation after training and ``compare`` too, so that their numbers are the command's)."""
+    from dronevision.cli import CONFIG_DIR
+
+    return dict(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "evaluate.yaml").model, resolve=True))
+
+
+def evaluate_checkpoint(
+    weights: Path,
+    data_yaml: Path,
+    *,
+    split: str,
+    imgsz: int,
+    batch: int,
+    device: str | None,
+    out_dir: Path,
+    plots: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """ultralytics' metrics and the COCO protocol's of one checkpoint on one split of a built dataset: the same
+    detector settings, predictions and scoring as ``python -m dronevision.evaluate protocol=coco``."""
+    from dronevision.evaluate.core import ultralytics_metrics
+    from dronevision.infer import SliceSettings, load_detector
+
+    ours = ultralytics_metrics(
+        weights, data_yaml, split=split, imgsz=imgsz, batch=batch, device=device, out_dir=out_dir, plots=plots
+    )
+    truth = load_ground_truth(data_yaml, split)
+    model = default_model_settings()
+    detector = load_detector(
+        weights,
+        runtime="torch",
+        imgsz=imgsz,
+        conf=float(model["conf"]),
+        iou=float(model["iou"]),
+        max_det=int(model["max_det"]),
+        threads=threads,
+        device=device,
+    )
+    raw, _ = predict(detector, truth.images, settings=SliceSettings(), batch=batch, progress=False)
+    predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
+    coco = compute_metrics("coco", truth, predictions)["overall"]
+    log.info(
+        "COCO AP %s AP50 %s | ultralytics mAP50-95 %.4f mAP50 %.4f", coco["AP"], coco["AP50"], ours["map50_95"],
+        ours["map50"],
+    )
+    return {"split": split, "n_images": len(truth.images), "ultralytics": ours, "coco": coco}
 
 
 def model_imgsz(detector: Any) -> int:
@@ -192,8 +135,8 @@ def to_dataset_ids(det: Detections, model_names: Mapping[int, str], truth_names:
     by_name = {n: i for i, n in truth_names.items()}
     mapping = {m: by_name.get(n, -1) for m, n in model_names.items()}
     ids = np.array([mapping.get(int(c), -1) for c in det.class_id], dtype=np.int64)
-    keep = ids >= 0
-    return Detections(det.xyxy[keep], ids[keep], None if det.confidence is None else det.confidence[keep])
+    kept = det[ids >= 0]
+    return Detections(kept.xyxy, ids[ids >= 0], kept.confidence)
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------
@@ -204,12 +147,9 @@ def compute_metrics(protocol: str, truth: GroundTruth, predictions: Sequence[Det
     from dronevision.evaluate.core import coco_detections, coco_ground_truth
     from dronevision.evaluate.protocols import VisDroneImage, coco_protocol, visdrone_protocol
 
-    scored = {i: n for i, n in truth.names.items() if n not in NOT_SCORED}
+    scored = {i: n for i, n in truth.names.items() if n not in UNSCORED}
     if protocol == "coco":
-        keep = [
-            Detections(b.xyxy[np.isin(b.class_id, list(scored))], b.class_id[np.isin(b.class_id, list(scored))])
-            for b in truth.boxes
-        ]
+        keep = [b.filter(classes=scored) for b in truth.boxes]
         gt = coco_ground_truth([(p.name, wh, b) for p, wh, b in zip(truth.images, truth.sizes, keep)], scored)
         return coco_protocol(gt, coco_detections(predictions))
     images = [
@@ -222,41 +162,14 @@ def compute_metrics(protocol: str, truth: GroundTruth, predictions: Sequence[Det
 # --- MLflow ----------------------------------------------------------------------------------------------------
 
 
-def model_run(weights: Path | None) -> tuple[str | None, str | None]:
-    """The MLflow run a model came from: its ONNX metadata, or the training/export folder it sits in."""
-    from dronevision.benchmark.core import mlflow_ref_from_metadata, mlflow_ref_from_summary
-
-    if weights is None:
-        return None, None
-    if weights.suffix == ".onnx":
-        from dronevision.infer.runtime import read_model_info
-
-        run_id, uri = mlflow_ref_from_metadata(read_model_info(weights).metadata)
-        if run_id and uri:
-            return run_id, uri
-    for folder in list(weights.parents)[:4]:
-        record = folder / "mlflow_run.json"
-        if record.is_file():
-            data = json.loads(record.read_text())
-            return data.get("run_id"), data.get("tracking_uri")
-        summary = folder / "summary.json"
-        if summary.is_file():
-            try:
-                run_id, uri = mlflow_ref_from_summary(json.loads(summary.read_text()))
-            except ValueError:
-                continue
-            if run_id and uri:
-                return run_id, uri
-    return None, None
-
-
 def _track(cfg: DictConfig, weights: Path | None, out_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Log the evaluation to the model's MLflow run when known, else to a new run; returns the reference."""
-    from dronevision.mlflow_run import MlflowRun, flatten
+    """Log the evaluation to the model's MLflow training run when known, else to a new run; returns summary.json's
+    ``mlflow`` block."""
+    from dronevision.mlflow_run import MlflowRun, find_training_run, flatten
 
-    run_id, uri = model_run(weights)
-    if run_id and uri:
-        tracker, own = MlflowRun.attach(uri, run_id), False
+    found = find_training_run(weights) if weights is not None else None
+    if found is not None:
+        tracker, own = MlflowRun.attach(found.tracking_uri, found.run_id), False
     else:
         tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name"))
         tracker.start(tags={"dronevision.stage": "evaluate"})
@@ -271,13 +184,7 @@ def _track(cfg: DictConfig, weights: Path | None, out_dir: Path, metrics: Mappin
         tracker.log_artifact(path, "evaluate")
     if own:
         tracker.end("FINISHED")
-    return {
-        "run_id": tracker.run_id,
-        "tracking_uri": tracker.tracking_uri,
-        "ok": tracker.active,
-        "error": tracker.error,
-        "attached_to_model_run": not own,
-    }
+    return tracker.summary(attached_to_model_run=not own)
 
 
 # --- command ---------------------------------------------------------------------------------------------------
@@ -337,6 +244,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise DroneVisionError("give exactly one of weights=<.pt|.onnx> or predictions=<folder|results .json>")
     if cfg.predictions.format not in (None, "visdrone", "coco"):
         raise DroneVisionError(f"predictions.format '{cfg.predictions.format}' is not one of visdrone, coco")
+    from dronevision.infer import SliceSettings
+
+    slicing = SliceSettings.from_config(cfg.slicing)
     truth = load_ground_truth(Path(cfg.dataset.path), cfg.dataset.split)
     threads = int(cfg.threads or os.cpu_count() or 1)
     detector, seconds_per_image = None, None
@@ -357,7 +267,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             precision=cfg.model.get("precision"),
         )
         check_same_classes(detector.names, weights, truth)
-        raw, seconds_per_image = predict_images(detector, truth.images, cfg)
+        raw, seconds_per_image = predict(detector, truth.images, settings=slicing, batch=int(cfg.model.batch))
         predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
     else:
         predictions = read_predictions(Path(pred_path), truth.images, truth.names)

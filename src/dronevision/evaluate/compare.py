@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
@@ -94,11 +94,12 @@ def evaluate_run(cfg: DictConfig, run: Any, tmp: Path, protocol: str) -> dict[st
     """Evaluate a run's best.pt on the configured dataset (or the run's own)."""
     from dronevision.evaluate.command import (
         compute_metrics,
+        default_model_settings,
         load_ground_truth,
-        predict_images,
+        predict,
         to_dataset_ids,
     )
-    from dronevision.infer import load_detector
+    from dronevision.infer import SliceSettings, load_detector
     from dronevision.mlflow_run import fetch_artifact
 
     uri, run_id = cfg.mlflow.tracking_uri, run.info.run_id
@@ -107,9 +108,18 @@ def evaluate_run(cfg: DictConfig, run: Any, tmp: Path, protocol: str) -> dict[st
         raise DroneVisionError(f"run {run_id} has no evaluation and no dataset.path param: give dataset.path=<dir>")
     weights = fetch_artifact(uri, run_id, "weights/best.pt", tmp / run_id)
     truth = load_ground_truth(Path(dataset), cfg.dataset.split)
-    detector = load_detector(weights, runtime="auto", conf=0.001, max_det=500, threads=cfg.threads)
-    eval_cfg = OmegaConf.create({"model": {"batch": 8}, "slicing": {"enabled": False}})
-    raw, seconds = predict_images(detector, truth.images, eval_cfg)
+    model = default_model_settings()
+    detector = load_detector(
+        weights,
+        runtime=str(model["runtime"]),
+        conf=float(model["conf"]),
+        iou=float(model["iou"]),
+        max_det=int(model["max_det"]),
+        threads=cfg.threads,
+        precision=model["precision"],
+    )
+    settings = SliceSettings.from_config(cfg.get("slicing"))  # the notebook's config has none: plain inference
+    raw, seconds = predict(detector, truth.images, settings=settings, batch=int(model["batch"]))
     predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
     return {protocol: compute_metrics(protocol, truth, predictions), "seconds_per_image": seconds}
 
@@ -199,7 +209,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ],
         "table": {"header": header, "rows": rows},
         "files": [str(out_dir / n) for n in ("compare.csv", "compare.md", "compare.png")],
-        "mlflow": {"run_id": tracker.run_id, "ok": tracker.active, "error": tracker.error},
+        "mlflow": tracker.summary(),
         "out_dir": str(out_dir),
         "seconds": round(time.perf_counter() - started, 2),
     }

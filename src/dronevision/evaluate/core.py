@@ -1,37 +1,20 @@
-"""Evaluate a checkpoint on a dataset split: COCO metrics with pycocotools, beside ultralytics' own numbers."""
+"""COCO records from ground truth and predictions, and ultralytics' own validation numbers beside ours.
+
+The COCO scoring itself is :func:`dronevision.evaluate.protocols.coco_protocol`, the project's one COCOeval wrapper.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dronevision.dataset import YoloDataset, label_path, parse_label_lines
-from dronevision.dataset.yolo import image_size
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
-
-COCO_STATS = (
-    "AP",
-    "AP50",
-    "AP75",
-    "AP_small",
-    "AP_medium",
-    "AP_large",
-    "AR_1",
-    "AR_10",
-    "AR_100",
-    "AR_small",
-    "AR_medium",
-    "AR_large",
-)
-
 
 # --- pure core -------------------------------------------------------------------------------------------------
 
@@ -95,39 +78,7 @@ def coco_detections(predictions: Iterable[Detections]) -> list[dict[str, Any]]:
     return records
 
 
-def coco_metrics(ground_truth: dict[str, Any], detections: list[dict[str, Any]]) -> dict[str, float]:
-    """COCO box metrics (AP, AP50, ..., AR_100) computed by pycocotools' COCOeval; all 0.0 without detections."""
-    if not detections or not ground_truth["annotations"]:
-        return dict.fromkeys(COCO_STATS, 0.0)
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()) as printed:  # pycocotools prints; keep it in the log
-        gt = COCO()
-        gt.dataset = ground_truth
-        gt.createIndex()
-        dt = gt.loadRes(detections)
-        ev = COCOeval(gt, dt, iouType="bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    log.debug("pycocotools:\n%s", printed.getvalue())
-    return {name: max(float(v), 0.0) for name, v in zip(COCO_STATS, ev.stats)}  # -1 means "no such objects"
-
-
 # --- I/O adapters ----------------------------------------------------------------------------------------------
-
-
-def load_split(dataset: YoloDataset, split: str) -> list[tuple[str, tuple[int, int], Detections]]:
-    """Ground truth of a split as ``(image path, (w, h), boxes)``."""
-    items = []
-    for image in dataset.splits[split]:
-        wh = image_size(image)
-        label = label_path(image)
-        lines = label.read_text().splitlines() if label.is_file() else []
-        rows = parse_label_lines(lines, n_classes=len(dataset.names), source=label)
-        items.append((str(image), wh, yolo_to_xyxy(rows, wh)))
-    return items
 
 
 def load_model(weights: Path) -> Any:
@@ -135,31 +86,6 @@ def load_model(weights: Path) -> Any:
     from ultralytics import YOLO
 
     return YOLO(str(weights), task="detect")
-
-
-def predict(
-    weights: Path | Any,
-    images: Sequence[str],
-    *,
-    imgsz: int,
-    device: str | None,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    max_det: int = 300,
-    batch: int = 8,
-) -> Iterator[Detections]:
-    """Run a checkpoint (.pt or .onnx, or a model from :func:`load_model`) on images with ultralytics and yield one
-    :class:`Detections` per image."""
-    model = load_model(weights) if isinstance(weights, (str, Path)) else weights
-    for start in range(0, len(images), batch):
-        chunk = list(images[start : start + batch])
-        for result in model.predict(
-            chunk, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, device=device, verbose=False
-        ):
-            boxes = result.boxes
-            yield Detections(
-                xyxy=boxes.xyxy.cpu().numpy(), class_id=boxes.cls.cpu().numpy(), confidence=boxes.conf.cpu().numpy()
-            )
 
 
 def ultralytics_metrics(
@@ -179,7 +105,10 @@ def ultralytics_metrics(
     ``rect=False`` letterboxes every image to ``imgsz`` squared, as a fixed-shape ONNX file must be fed; None keeps
     ultralytics' default.
     """
-    metrics = load_model(weights).val(
+    from dronevision.infer.model import end2end_args
+
+    model = load_model(weights)
+    metrics = model.val(
         data=str(data_yaml),
         split=split,
         imgsz=imgsz,
@@ -191,36 +120,7 @@ def ultralytics_metrics(
         plots=plots,
         verbose=False,
         **({} if rect is None else {"rect": rect}),
+        **end2end_args(model.model),  # a .pt's NMS-free head, as its ONNX export runs it
     )
     precision, recall, map50, map50_95 = (float(v) for v in metrics.mean_results())
     return {"map50": map50, "map50_95": map50_95, "precision": precision, "recall": recall}
-
-
-def evaluate_checkpoint(
-    weights: Path,
-    dataset: YoloDataset,
-    data_yaml: Path,
-    *,
-    split: str,
-    imgsz: int,
-    batch: int,
-    device: str | None,
-    out_dir: Path,
-    plots: bool = True,
-) -> dict[str, Any]:
-    """ultralytics' metrics and pycocotools' COCO metrics of one checkpoint on one split."""
-    ours = ultralytics_metrics(
-        weights, data_yaml, split=split, imgsz=imgsz, batch=batch, device=device, out_dir=out_dir, plots=plots
-    )
-    items = load_split(dataset, split)
-    gt = coco_ground_truth([(Path(p).name, wh, det) for p, wh, det in items], dataset.names)
-    preds = list(predict(weights, [p for p, _, _ in items], imgsz=imgsz, device=device, batch=batch))
-    coco = coco_metrics(gt, coco_detections(preds))
-    log.info(
-        "COCO AP %.4f AP50 %.4f | ultralytics mAP50-95 %.4f mAP50 %.4f",
-        coco["AP"],
-        coco["AP50"],
-        ours["map50_95"],
-        ours["map50"],
-    )
-    return {"split": split, "n_images": len(items), "ultralytics": ours, "coco": coco}

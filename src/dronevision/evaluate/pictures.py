@@ -81,8 +81,7 @@ def match_image(gt: Detections, det: Detections, *, iou: float = 0.5, class_awar
 
 def above(det: Detections, conf: float) -> Detections:
     """The detections with confidence at least ``conf``."""
-    keep = det.confidence >= conf if det.confidence is not None else np.ones(len(det), bool)
-    return Detections(det.xyxy[keep], det.class_id[keep], None if det.confidence is None else det.confidence[keep])
+    return det if det.confidence is None else det.filter(min_confidence=conf)
 
 
 def confusion_matrix(

@@ -40,6 +40,7 @@ from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
 
+PROTOCOLS = ("coco", "visdrone")
 IOU_THRESHOLDS = np.round(0.5 + 0.05 * np.arange(10), 2)  # 0.50:0.05:0.95
 T50, T75 = 0, 5  # positions of 0.50 and 0.75
 MAX_DETS = (1, 10, 100, 500)

@@ -291,8 +291,7 @@ def read_visdrone_results(folder: Path | str, class_names: Mapping[int, str]) ->
         det, n = parse_visdrone_result_lines(
             path.read_text().splitlines(), source=str(path), class_of_category=class_of_category
         )
-        keep = det.class_id >= 0
-        out[path.stem] = Detections(xyxy=det.xyxy[keep], class_id=det.class_id[keep], confidence=det.confidence[keep])
+        out[path.stem] = det[det.class_id >= 0]
         n_other += n
     if not out:
         raise DroneVisionError(f"{folder}: no .txt result files")

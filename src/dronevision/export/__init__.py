@@ -5,6 +5,6 @@
 """
 
 from dronevision.export.command import main, run
-from dronevision.export.convert import export_onnx, letterbox, onnx_max_abs_diff, to_fp16, to_int8
+from dronevision.export.convert import export_onnx, onnx_max_abs_diff, to_fp16, to_int8
 
-__all__ = ["export_onnx", "letterbox", "main", "onnx_max_abs_diff", "run", "to_fp16", "to_int8"]
+__all__ = ["export_onnx", "main", "onnx_max_abs_diff", "run", "to_fp16", "to_int8"]

@@ -5,7 +5,6 @@ Tests call :func:`run`; :func:`main` is the Hydra entry point (``configs/export.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,26 +22,26 @@ from dronevision.errors import DroneVisionError, first_line
 from dronevision.export.convert import (
     export_onnx,
     file_size,
-    letterbox,
-    load_letterboxed,
     max_abs_diff,
     onnx_outputs,
     openvino_outputs,
-    read_metadata,
-    read_metadata_props,
     to_fp16,
     to_int8,
     torch_outputs,
 )
 from dronevision.export.core import (
     check_export_settings,
+    comparable_outputs,
     format_summary,
     int8_accepted,
     map50_drop_points,
+    score_part,
     spread_indices,
 )
 from dronevision.export.openvino import to_openvino_int8
-from dronevision.mlflow_run import MlflowRun
+from dronevision.infer.model import read_metadata, read_metadata_props
+from dronevision.infer.yolo import letterbox_image, read_letterboxed
+from dronevision.mlflow_run import MlflowRun, RunRef, find_training_run
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +149,13 @@ def square_metrics(weights: Path, data_yaml: Path, *, split: str, imgsz: int, ou
     )
 
 
-def training_run(weights: Path) -> tuple[str, str] | None:
-    """``(tracking_uri, run_id)`` of the training that wrote these weights, from its summary.json, if any."""
-    for parent in weights.parents[1:3]:
-        summary = parent / "summary.json"
-        try:
-            data = json.loads(summary.read_text()) if summary.is_file() else {}
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("run_id") and data.get("tracking_uri"):
-            return str(data["tracking_uri"]), str(data["run_id"])
-    return None
-
-
-def _log_to_training_run(weights: Path, out_dir: Path, summary: dict[str, Any]) -> MlflowRun | None:
-    found = training_run(weights)
+def _log_to_training_run(found: RunRef | None, out_dir: Path, summary: dict[str, Any]) -> MlflowRun | None:
+    """Add the export's numbers and files to the training's MLflow run, when the weights' run is known."""
     if found is None:
-        error = "no training run found (no summary.json with a run_id 2 or 3 folders above the weights)"
-        summary["mlflow"] = {"run_id": None, "tracking_uri": None, "ok": False, "error": error}
+        error = "no training run found (no mlflow_run.json or training summary.json up to 3 folders above the weights)"
+        summary["mlflow"] = MlflowRun.untracked(error)
         return None
-    tracking_uri, run_id = found
-    tracker = MlflowRun.attach(tracking_uri, run_id)
+    tracker = MlflowRun.attach(found.tracking_uri, found.run_id)
     folder = f"export/{out_dir.name}"
     metrics = {f"export/pt/{k}": v for k, v in (summary["pt_metrics"] or {}).items()}
     for name, variant in summary["variants"].items():
@@ -181,15 +166,21 @@ def _log_to_training_run(weights: Path, out_dir: Path, summary: dict[str, Any]) 
             path = Path(variant["path"])
             tracker.log_artifact(path, f"{folder}/{path.name}" if path.is_dir() else folder)
     tracker.log_metrics({k: v for k, v in metrics.items() if v is not None})
-    summary["mlflow"] = {"run_id": run_id, "tracking_uri": tracking_uri, "ok": tracker.active, "error": tracker.error}
+    summary["mlflow"] = tracker.summary()
     return tracker
 
 
 # --- entry point -----------------------------------------------------------------------------------------------
 
 
-def _export_variants(plan: Plan, ex: DictConfig, out_dir: Path) -> tuple[dict[str, Path], dict[str, Any] | None]:
-    """FP32 always; FP16 and INT8 when asked. Returns their paths and the INT8 settings (None without INT8)."""
+def _export_variants(
+    plan: Plan, ex: DictConfig, out_dir: Path, run: RunRef | None
+) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    """FP32 always; FP16 and INT8 when asked. Returns their paths and the INT8 settings (None without INT8).
+
+    Every variant's metadata names the training's MLflow ``run`` when it is known: the FP32 file's metadata is
+    copied to the others (and into the OpenVINO IR's metadata.yaml).
+    """
     paths = {
         "fp32": export_onnx(
             plan.weights,
@@ -198,6 +189,7 @@ def _export_variants(plan: Plan, ex: DictConfig, out_dir: Path) -> tuple[dict[st
             dynamic=ex.dynamic,
             simplify=ex.simplify,
             out=out_dir / FILES["fp32"],
+            metadata=run.metadata() if run else None,
         )
     }
     if ex.half:
@@ -225,10 +217,10 @@ def _parity_inputs(plan: Plan, split: str) -> tuple[list[str], list[np.ndarray]]
     """A few images spread over the parity split, letterboxed; one fixed noise image without a dataset."""
     if plan.parity is None:
         noise = np.random.default_rng(0).integers(0, 256, (plan.imgsz, plan.imgsz, 3), dtype=np.uint8)
-        return ["fixed noise (seed 0)"], [letterbox(noise, imgsz=plan.imgsz)]
+        return ["fixed noise (seed 0)"], [letterbox_image(noise, imgsz=plan.imgsz)]
     images = sorted(plan.parity.splits[split])
     chosen = [images[i] for i in spread_indices(len(images), PARITY_IMAGES)]
-    return [str(p) for p in chosen], [load_letterboxed(p, imgsz=plan.imgsz) for p in chosen]
+    return [str(p) for p in chosen], [read_letterboxed(p, imgsz=plan.imgsz) for p in chosen]
 
 
 def _compare_outputs(plan: Plan, paths: dict[str, Path], inputs: list[np.ndarray]) -> tuple[dict[str, Any], float]:
@@ -241,9 +233,10 @@ def _compare_outputs(plan: Plan, paths: dict[str, Path], inputs: list[np.ndarray
             if path.is_dir()
             else onnx_outputs(path, inputs, threads=plan.threads)
         )
-        diff = max_abs_diff(reference, outputs)
-        # rows 4.. of ultralytics' (batch, 4 + classes, anchors) output are the class scores, in 0..1
-        score_diff = max_abs_diff([r[:, 4:] for r in reference], [y[:, 4:] for y in outputs])
+        end2end = bool(read_metadata(path).get("end2end", False))  # final detections, compared as such
+        ref, out = comparable_outputs(reference, outputs, end2end=end2end)
+        diff = max_abs_diff(ref, out)
+        score_diff = max_abs_diff(*([score_part(y, end2end=end2end) for y in ys] for ys in (ref, out)))
         log.info("%s: max |runtime - PyTorch| = %.3g (class scores: %.3g)", name, diff, score_diff)
         variants[name] = {
             "path": str(path),
@@ -323,7 +316,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         torch.set_num_threads(plan.threads)
 
-    paths, int8_settings = _export_variants(plan, ex, out_dir)
+    found = find_training_run(plan.weights)
+    paths, int8_settings = _export_variants(plan, ex, out_dir, found)
     metadata = read_metadata(paths["fp32"])
     log.info("FP32 ONNX %s, metadata %s", paths["fp32"], metadata)
     images, inputs = _parity_inputs(plan, ex.parity_split)
@@ -348,13 +342,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         },
         "int8": int8_settings,
     }
-    tracker = _log_to_training_run(plan.weights, out_dir, summary)
+    tracker = _log_to_training_run(found, out_dir, summary)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     written = write_summary(out_dir, summary)
     if tracker is not None:
         tracker.log_artifact(written, f"export/{out_dir.name}")
         if summary["mlflow"]["ok"] != tracker.active:  # the upload failed after the summary was written
-            summary["mlflow"].update(ok=tracker.active, error=tracker.error)
+            summary["mlflow"] = tracker.summary()
             write_summary(out_dir, summary)
     print(format_summary(summary))
     if refusal:

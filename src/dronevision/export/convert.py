@@ -6,85 +6,67 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.export.core import head_nodes_to_exclude, parse_metadata
+from dronevision.export.core import comparable_outputs, head_nodes_to_exclude
+from dronevision.infer.model import end2end_args, nms_free, read_metadata
+from dronevision.infer.yolo import read_letterboxed
 
 log = logging.getLogger(__name__)
 
 
-def letterbox_canvas(image_bgr: np.ndarray, *, imgsz: int | tuple[int, int]) -> np.ndarray:
-    """Resize keeping aspect ratio and pad, centred, to ``imgsz`` (a side, or ``(h, w)``) with grey 114 as YOLO
-    does; (H,W,3) BGR uint8.
-
-    Examples:
-        >>> canvas = letterbox_canvas(np.zeros((50, 100, 3), np.uint8), imgsz=64)
-        >>> canvas.shape, canvas.dtype, int(canvas[0, 0, 0]), int(canvas[32, 0, 0])
-        ((64, 64, 3), dtype('uint8'), 114, 0)
-        >>> letterbox_canvas(np.zeros((1080, 1920, 3), np.uint8), imgsz=(384, 640))[[0, 12, 371, 372], 0, 0].tolist()
-        [114, 0, 0, 114]
-    """
-    import cv2
-
-    from dronevision.infer.yolo import letterbox_plan  # ultralytics' geometry, shared with the detectors
-
-    hw = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
-    plan = letterbox_plan(image_bgr.shape[:2], hw, stride=32, auto=False)
-    (nw, nh), top, left = plan.resized_wh, plan.top, plan.left
-    canvas = np.full((*plan.input_hw, 3), 114, dtype=np.uint8)
-    canvas[top : top + nh, left : left + nw] = cv2.resize(image_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return canvas
-
-
-def letterbox(image_bgr: np.ndarray, *, imgsz: int | tuple[int, int]) -> np.ndarray:
-    """:func:`letterbox_canvas` as a model input: (1,3,H,W) RGB float32 in 0..1.
-
-    Examples:
-        >>> letterbox(np.zeros((50, 100, 3), np.uint8), imgsz=64).shape
-        (1, 3, 64, 64)
-    """
-    canvas = letterbox_canvas(image_bgr, imgsz=imgsz)
-    return np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-
-
-def load_letterboxed(image: Path, *, imgsz: int) -> np.ndarray:
-    """Read an image file and letterbox it; a file that is not an image is a :class:`DroneVisionError`."""
-    import cv2
-
-    frame = cv2.imread(str(image))
-    if frame is None:
-        raise DroneVisionError(f"{image}: cannot be read as an image")
-    return letterbox(frame, imgsz=imgsz)
-
-
 def export_onnx(
-    weights: Path, *, imgsz: int, opset: int, dynamic: bool, simplify: bool, out: Path | None = None
+    weights: Path,
+    *,
+    imgsz: int,
+    opset: int,
+    dynamic: bool,
+    simplify: bool,
+    out: Path | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Export with ultralytics (class names, stride and image size go into the ONNX metadata).
 
     Without ``out`` the ONNX file lands beside the weights, as ultralytics does. With ``out`` it is exported from a
     temporary copy of the weights and moved to ``out``, so a file already beside the weights (the training's own
-    export) is never overwritten.
+    export) is never overwritten. ``metadata`` is added to ultralytics' (e.g. the MLflow training run,
+    :meth:`dronevision.mlflow_run.RunRef.metadata`).
     """
     from ultralytics import YOLO
 
     if not weights.is_file():
         raise DroneVisionError(f"weights file {weights} does not exist")
     kwargs = {"imgsz": imgsz, "opset": opset, "dynamic": dynamic, "simplify": simplify, "device": "cpu"}
+    kwargs.update(end2end_args(YOLO(str(weights)).model))  # an NMS-free head exports end to end: final detections
     if out is None:
-        return Path(YOLO(str(weights)).export(format="onnx", verbose=False, **kwargs))
-    with tempfile.TemporaryDirectory(prefix="dronevision-export-") as tmp:
-        copy = Path(tmp) / weights.name
-        shutil.copy2(weights, copy)
-        exported = YOLO(str(copy)).export(format="onnx", verbose=False, **kwargs)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(exported, out)
+        out = Path(YOLO(str(weights)).export(format="onnx", verbose=False, **kwargs))
+    else:
+        with tempfile.TemporaryDirectory(prefix="dronevision-export-") as tmp:
+            copy = Path(tmp) / weights.name
+            shutil.copy2(weights, copy)
+            exported = YOLO(str(copy)).export(format="onnx", verbose=False, **kwargs)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(exported, out)
+    if metadata:
+        add_metadata(out, metadata)
     return out
+
+
+def add_metadata(onnx_path: Path, metadata: Mapping[str, str]) -> None:
+    """Set ``metadata`` keys in an ONNX file's metadata_props (replacing those keys, keeping the others)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in [*kept, *((str(k), str(v)) for k, v in metadata.items())]:
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(onnx_path))
 
 
 def torch_outputs(weights: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -92,7 +74,10 @@ def torch_outputs(weights: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarra
     import torch
     from ultralytics import YOLO
 
-    model = YOLO(str(weights)).model.float().eval().fuse(verbose=False)
+    model = YOLO(str(weights)).model.float().eval()
+    if nms_free(model):
+        model.end2end = True  # the head the ONNX export runs (see end2end_args)
+    model = model.fuse(verbose=False)
     outputs = []
     with torch.inference_mode():
         for x in inputs:
@@ -101,25 +86,17 @@ def torch_outputs(weights: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarra
     return outputs
 
 
-def onnx_session(onnx_path: Path, *, threads: int) -> Any:
-    """An ONNX Runtime CPU session with a fixed number of intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_outputs(onnx_path: Path, inputs: Sequence[np.ndarray], *, threads: int) -> list[np.ndarray]:
-    """ONNX Runtime's first output for each (1,3,H,W) input."""
-    session = onnx_session(onnx_path, threads=threads)
-    name = session.get_inputs()[0].name
-    return [session.run(None, {name: x})[0] for x in inputs]
+    """ONNX Runtime's (CPU) first output for each (1,3,H,W) input."""
+    from dronevision.infer.session import open_session
+
+    session = open_session(onnx_path, "ort-cpu", threads=threads, batch=1)
+    return [session.run(x) for x in inputs]
 
 
 def openvino_outputs(model: Path, inputs: Sequence[np.ndarray], *, threads: int) -> list[np.ndarray]:
     """OpenVINO's first output for each (1,3,H,W) input (an IR folder or file), at OpenVINO's default precision."""
-    from dronevision.infer.runtime import open_session
+    from dronevision.infer.session import open_session
 
     session = open_session(model, "openvino", threads=threads, batch=1)
     return [session.run(x) for x in inputs]
@@ -131,7 +108,7 @@ def file_size(path: Path) -> int:
 
 
 def max_abs_diff(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
-    """Largest absolute difference over pairs of arrays of equal shapes.
+    """Largest absolute difference over pairs of arrays of equal shapes (0 for empty ones: nothing to compare).
 
     Examples:
         >>> max_abs_diff([np.zeros((1, 2))], [np.array([[0.5, -2.0]])])
@@ -140,26 +117,16 @@ def max_abs_diff(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray])
     for a, b in zip(reference, outputs):
         if a.shape != b.shape:
             raise RuntimeError(f"ONNX output shape {b.shape} differs from PyTorch's {a.shape}")
-    return max(float(np.abs(b.astype(np.float64) - a).max()) for a, b in zip(reference, outputs))
+    return max(float(np.abs(b.astype(np.float64) - a).max(initial=0.0)) for a, b in zip(reference, outputs))
 
 
 def onnx_max_abs_diff(weights: Path, onnx_path: Path, image: Path, *, imgsz: int, threads: int) -> float:
-    """Largest absolute difference between PyTorch's and ONNX Runtime's raw outputs on one letterboxed image."""
-    x = [load_letterboxed(image, imgsz=imgsz)]
-    return max_abs_diff(torch_outputs(weights, x), onnx_outputs(onnx_path, x, threads=threads))
-
-
-def read_metadata(onnx_path: Path) -> dict[str, Any]:
-    """``names``, ``imgsz`` and ``stride`` as stored in an ONNX file's metadata."""
-    return parse_metadata(read_metadata_props(onnx_path))
-
-
-def read_metadata_props(onnx_path: Path) -> dict[str, str]:
-    """An ONNX file's metadata_props as they are stored (strings)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
+    """Largest absolute difference between PyTorch's and ONNX Runtime's raw outputs on one letterboxed image
+    (an end-to-end head's: between the same detections, :func:`~dronevision.export.core.comparable_outputs`)."""
+    x = [read_letterboxed(image, imgsz=imgsz)]
+    end2end = bool(read_metadata(onnx_path).get("end2end", False))
+    reference, outputs = torch_outputs(weights, x), onnx_outputs(onnx_path, x, threads=threads)
+    return max_abs_diff(*comparable_outputs(reference, outputs, end2end=end2end))
 
 
 def _copy_metadata(source: Any, target: Any) -> None:
@@ -208,7 +175,7 @@ class _LetterboxReader:
             return None
         image = self.images[self._next]
         self._next += 1
-        return {self.input_name: load_letterboxed(image, imgsz=self.imgsz)}
+        return {self.input_name: read_letterboxed(image, imgsz=self.imgsz)}
 
     def rewind(self) -> None:
         self._next = 0

@@ -1,38 +1,74 @@
-"""Tiles for small objects (the SAHI idea): tile geometry, batched sliced inference, and merging tile boxes.
+"""The one place where a model runs: every stage that detects (evaluate, compare, pre-labelling, export's parity
+check, the benchmark's end-to-end path, the evaluation after training, track) goes through here.
 
-Shared by the dataset stage (tiling), pre-labelling, evaluation and tracking.
-
-- :mod:`~dronevision.infer.geometry`: tiles covering an image, boxes cut by tile edges (pure).
-- :mod:`~dronevision.infer.merge`: NMS and greedy NMM with IoU or IoS matching, SAHI's semantics (pure).
-- :mod:`~dronevision.infer.yolo`: letterbox and YOLO decoding for ONNX models, vectorised over a batch.
-- :mod:`~dronevision.infer.detector`: :func:`load_detector` (ultralytics ``torch``, OpenVINO, ONNX Runtime).
-- :mod:`~dronevision.infer.sliced`: :func:`sliced_predict` and :func:`sliced_predict_iter`.
+- :mod:`~dronevision.infer.model`: :func:`read_model_info` and :func:`read_metadata` for ONNX files and OpenVINO IR
+  folders (class names, image size, stride, the head kind: ``end2end`` heads output final detections).
+- :mod:`~dronevision.infer.session`: :func:`open_session` over ONNX Runtime (CPU, CUDA, TensorRT) and OpenVINO.
+- :mod:`~dronevision.infer.yolo`: letterbox (ultralytics' geometry) and :func:`decode` of raw outputs into
+  :class:`~dronevision.schema.Detections`, for NMS-based and end-to-end heads alike.
+- :mod:`~dronevision.infer.merge`: the project's one NMS, and greedy NMM, with IoU or IoS matching (pure).
+- :mod:`~dronevision.infer.geometry`: tiles covering an image, boxes cut by tile edges (pure; also the dataset
+  stage's tiling).
+- :mod:`~dronevision.infer.detector`: :func:`load_detector` for ``.pt`` (ultralytics on torch), ``.onnx`` and IR.
+- :mod:`~dronevision.infer.sliced`: :class:`SliceSettings`, :func:`sliced_predict`, :func:`predict_images`.
 
 Example::
 
     detector = load_detector(Path("best.onnx"), conf=0.25)  # OpenVINO on the CPU, every core
-    det = sliced_predict(detector, frame_bgr, tile=640, overlap=0.2, batch=6)
+    det = sliced_predict(detector, frame_bgr, SliceSettings(enabled=True, tile=640, overlap=0.2, batch=6))
 """
 
-from dronevision.infer.detector import Detector, OnnxDetector, TorchDetector, load_detector
+from dronevision.infer.detector import Detector, OnnxDetector, TorchDetector, default_threads, load_detector
 from dronevision.infer.geometry import box_areas, clip_boxes, shift_boxes, slice_bboxes
 from dronevision.infer.merge import greedy_nmm, merge_detections, nms, overlap, pairwise_overlap
-from dronevision.infer.sliced import sliced_predict, sliced_predict_iter
+from dronevision.infer.model import (
+    ModelInfo,
+    RuntimeUnavailable,
+    ir_xml,
+    parse_metadata,
+    read_metadata,
+    read_metadata_props,
+    read_model_info,
+)
+from dronevision.infer.session import RUNTIMES, OrtSession, Session, available, check_runtime, open_session
+from dronevision.infer.sliced import SliceSettings, predict_images, read_bgr, sliced_predict
+from dronevision.infer.yolo import Letterbox, decode, letterbox_batch, letterbox_image, letterbox_plan
 
 __all__ = [
+    "RUNTIMES",
     "Detector",
+    "Letterbox",
+    "ModelInfo",
     "OnnxDetector",
+    "OrtSession",
+    "RuntimeUnavailable",
+    "Session",
+    "SliceSettings",
     "TorchDetector",
+    "available",
     "box_areas",
+    "check_runtime",
     "clip_boxes",
+    "decode",
+    "default_threads",
     "greedy_nmm",
+    "ir_xml",
+    "letterbox_batch",
+    "letterbox_image",
+    "letterbox_plan",
     "load_detector",
     "merge_detections",
     "nms",
+    "open_session",
     "overlap",
     "pairwise_overlap",
+    "parse_metadata",
+    "predict_images",
+    "read_bgr",
+    "read_metadata",
+    "read_metadata_props",
+    "read_model_info",
     "shift_boxes",
     "slice_bboxes",
     "sliced_predict",
-    "sliced_predict_iter",
 ]

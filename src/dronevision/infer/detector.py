@@ -8,12 +8,17 @@ first (``dronevision.export``, or :func:`dronevision.export.convert.export_onnx`
 Every detector groups its images by shape and runs each group in chunks of at most ``batch`` (balanced: 12 tiles at
 ``batch=8`` run as 2 x 6), so the result of an image never depends on the batch it ran in (up to floating-point
 noise of batched convolutions). A static-batch ONNX file runs in chunks of its own batch size.
+
+``predict(..., timings=d)`` adds the seconds spent per stage to ``d``: ``tiles`` (letterboxing images into the model
+input), ``inference`` (the runtime), ``decode`` (raw outputs to boxes in image pixels); ultralytics does all three
+inside ``inference`` for a ``.pt``. :func:`dronevision.infer.sliced.sliced_predict` adds ``merge``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.infer.runtime import RUNTIMES, available, check_runtime, ir_xml, open_session, read_model_info
-from dronevision.infer.yolo import decode_yolo, letterbox_batch, letterbox_plan, scale_boxes
+from dronevision.infer.model import end2end_args, ir_xml, read_model_info
+from dronevision.infer.session import RUNTIMES, available, check_runtime, open_session
+from dronevision.infer.yolo import Letterbox, decode, letterbox_batch, letterbox_plan
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
@@ -76,7 +82,7 @@ def pick_runtime(suffix: str, runtime: str, *, device: str | int | None, reasons
         suffix: ``.pt``, ``.onnx`` or ``.xml`` (OpenVINO IR).
         runtime: one of :data:`DETECTOR_RUNTIMES`.
         device: the requested device (a GPU makes ``auto`` prefer ``ort-cuda`` for ONNX).
-        reasons: runtime -> None if it can run here, else why not (:func:`dronevision.infer.runtime.available`).
+        reasons: runtime -> None if it can run here, else why not (:func:`dronevision.infer.session.available`).
 
     Examples:
         >>> ok = {"openvino": None, "ort-cpu": None, "ort-cuda": "no CUDA device"}
@@ -115,6 +121,22 @@ def pick_runtime(suffix: str, runtime: str, *, device: str | int | None, reasons
     raise DroneVisionError(f"no ONNX runtime can run here: {reasons}")
 
 
+def add_time(timings: dict[str, float] | None, key: str, since: float) -> float:
+    """Add the seconds from ``since`` (a :func:`time.perf_counter` reading) to now to ``timings[key]``, if
+    ``timings`` is given; returns now, where the next stage starts (two clock reads a stage: nothing to switch off).
+
+    Examples:
+        >>> timings = {"decode": 1.0}
+        >>> _ = add_time(timings, "decode", time.perf_counter()); _ = add_time(None, "decode", 0.0)
+        >>> list(timings), 1.0 <= timings["decode"] < 2.0
+        (['decode'], True)
+    """
+    now = time.perf_counter()
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + now - since
+    return now
+
+
 def default_threads() -> int:
     """All CPU cores this process may use (ultralytics alone would leave one idle)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -128,7 +150,7 @@ class Detector(ABC):
 
     Attributes:
         names: class id -> name.
-        runtime: ``torch`` or one of :data:`dronevision.infer.runtime.RUNTIMES`.
+        runtime: ``torch`` or one of :data:`dronevision.infer.session.RUNTIMES`.
         threads: CPU threads it computes with.
         max_batch: the largest batch it takes (a static-batch ONNX file's batch), None for any.
     """
@@ -138,8 +160,23 @@ class Detector(ABC):
     threads: int
     max_batch: int | None = None
 
-    def predict(self, images_bgr: Sequence[np.ndarray], *, batch: int = 8) -> list[Detections]:
-        """Detections per image (in image pixels), running images of one shape together in chunks of ``batch``."""
+    def predict(
+        self, images_bgr: Sequence[np.ndarray], *, batch: int = 8, timings: dict[str, float] | None = None
+    ) -> list[Detections]:
+        """Detections per image (in image pixels), running images of one shape together in chunks of ``batch``;
+        ``timings`` (optional) gets the seconds per stage added (see the module's docstring)."""
+        out: list[Detections] = [Detections.empty(with_confidence=True)] * len(images_bgr)
+        for chunks in self._chunks(images_bgr, batch):
+            for picked in chunks:
+                started = time.perf_counter()
+                results = self._predict_batch([images_bgr[i] for i in picked])
+                add_time(timings, "inference", started)
+                for i, det in zip(picked, results):
+                    out[i] = det
+        return out
+
+    def _chunks(self, images_bgr: Sequence[np.ndarray], batch: int) -> list[list[list[int]]]:
+        """Image indices grouped by shape, each group in balanced chunks of at most ``batch`` (and ``max_batch``)."""
         if batch < 1:
             raise DroneVisionError(f"batch must be at least 1, got {batch}")
         cap = min(batch, self.max_batch) if self.max_batch else batch
@@ -148,13 +185,7 @@ class Detector(ABC):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise DroneVisionError(f"image {i}: expected (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
             by_shape.setdefault(image.shape, []).append(i)
-        out: list[Detections] = [Detections.empty(with_confidence=True)] * len(images_bgr)
-        for indices in by_shape.values():
-            for chunk in balanced_chunks(len(indices), cap):
-                picked = [indices[k] for k in chunk]
-                for i, det in zip(picked, self._predict_batch([images_bgr[i] for i in picked])):
-                    out[i] = det
-        return out
+        return [[[group[k] for k in c] for c in balanced_chunks(len(group), cap)] for group in by_shape.values()]
 
     @abstractmethod
     def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
@@ -189,6 +220,7 @@ class TorchDetector(Detector):
         self.model = YOLO(str(weights), task="detect")
         self.names = {int(k): str(v) for k, v in self.model.names.items()}
         self._kwargs: dict[str, Any] = {"conf": conf, "iou": iou, "max_det": max_det, "verbose": False}
+        self._kwargs.update(end2end_args(self.model.model))  # an NMS-free head runs as in the model's ONNX export
         if device is not None:
             self._kwargs["device"] = device
         if imgsz is not None:  # else ultralytics' own default: the checkpoint's training size
@@ -204,20 +236,20 @@ class TorchDetector(Detector):
             results = self.model.predict(list(images_bgr), **self._kwargs)
         finally:
             torch.set_num_threads(previous)
-        out = []
-        for result in results:
-            boxes = result.boxes
-            xyxy, cls, conf = (t.cpu().numpy() for t in (boxes.xyxy, boxes.cls, boxes.conf))
-            out.append(Detections(xyxy=xyxy, class_id=cls, confidence=conf))
-        return out
+        return [Detections.from_ultralytics(result) for result in results]
 
 
 class OnnxDetector(Detector):
-    """An ultralytics ONNX export run by :func:`dronevision.infer.runtime.open_session`, with our letterbox and NMS.
+    """An ultralytics ONNX export run by :func:`dronevision.infer.session.open_session`, with our letterbox and NMS.
 
     A dynamic-shape export takes batches and ultralytics' rectangular (minimal padding) letterbox, as its ``.pt``
     does; a static one takes its own batch and input size. OpenVINO and TensorRT compile one session per input
     shape (batch, height, width), on first use; ONNX Runtime on the CPU or CUDA runs every shape in one session.
+
+    On OpenVINO a float32 model takes the letterboxed BGR ``uint8`` canvases and converts them inside its graph
+    (``u8_input``: no float copy made in NumPy). With ``streams > 1`` (OpenVINO) the chunks of a group run
+    ``streams`` at a time in parallel, each stream on ``threads / streams`` threads; a chunk left over runs alone on
+    every thread.
     """
 
     def __init__(
@@ -231,6 +263,7 @@ class OnnxDetector(Detector):
         max_det: int,
         threads: int,
         precision: str | None = None,
+        streams: int = 1,
     ) -> None:
         self.runtime, self.threads = check_runtime(runtime), threads
         self.info = read_model_info(model)
@@ -247,42 +280,83 @@ class OnnxDetector(Detector):
                 raise DroneVisionError(
                     f"{model.name} has a fixed input of {height}x{width}; imgsz={imgsz} needs a dynamic export"
                 )
+        if streams < 1:
+            raise DroneVisionError(f"streams must be at least 1, got {streams}")
         self.stride = self.info.stride or 32
         self.max_batch = self.info.input_shape[0]
         self.conf, self.iou, self.max_det, self.precision = conf, iou, max_det, precision
-        self._sessions: dict[tuple[int, int, int] | None, Any] = {}
+        self.streams = min(streams, threads) if self.runtime == "openvino" else 1
+        self.u8_input = self.runtime == "openvino" and np.dtype(self.info.input_dtype) == np.float32
+        self._sessions: dict[tuple[int, int, int, int] | None, Any] = {}
         self._session(self.max_batch or 1, self.imgsz_hw)  # fail here if the runtime cannot open the model
 
-    def _session(self, batch: int, input_hw: tuple[int, int]) -> Any:
+    def _session(self, batch: int, input_hw: tuple[int, int], *, streams: int = 1) -> Any:
         per_shape = self.runtime in ("openvino", "ort-trt")
-        key = (batch, *input_hw) if per_shape else None
+        key = (batch, *input_hw, streams) if per_shape else None
         if key not in self._sessions:
             info = replace(self.info, imgsz=input_hw)
             self._sessions[key] = open_session(
-                self.info.path, self.runtime, threads=self.threads, batch=batch, info=info, precision=self.precision
+                self.info.path,
+                self.runtime,
+                threads=self.threads,
+                batch=batch,
+                info=info,
+                precision=self.precision,
+                streams=streams,
+                u8_input=self.u8_input,
             )
-            log.debug("%s: session for batch %d at %s", self.info.path.name, batch, input_hw)
+            log.debug("%s: session for batch %d at %s, %d streams", self.info.path.name, batch, input_hw, streams)
         return self._sessions[key]
 
+    def predict(
+        self, images_bgr: Sequence[np.ndarray], *, batch: int = 8, timings: dict[str, float] | None = None
+    ) -> list[Detections]:
+        """Detections per image (in image pixels), images of one shape together in chunks of ``batch``, ``streams``
+        chunks at a time; ``timings`` (optional) gets the seconds of ``tiles``, ``inference`` and ``decode`` added."""
+        out: list[Detections] = [Detections.empty(with_confidence=True)] * len(images_bgr)
+        for chunks in self._chunks(images_bgr, batch):
+            plan = letterbox_plan(
+                images_bgr[chunks[0][0]].shape[:2], self.imgsz_hw, stride=self.stride, auto=self.dynamic_hw
+            )
+            for start in range(0, len(chunks), self.streams):
+                wave = chunks[start : start + self.streams]
+                started = time.perf_counter()
+                xs = [self._input([images_bgr[i] for i in picked], plan) for picked in wave]
+                started = add_time(timings, "tiles", started)
+                if len(wave) > 1 and len({len(x) for x in xs}) == 1:  # every stream busy, on one compiled model
+                    raws = self._session(len(xs[0]), plan.input_hw, streams=len(wave)).run_many(xs)
+                else:
+                    raws = [self._session(len(x), plan.input_hw).run(x) for x in xs]
+                started = add_time(timings, "inference", started)
+                for picked, raw in zip(wave, raws):
+                    decoded = decode(
+                        np.asarray(raw, dtype=np.float32)[: len(picked)],
+                        plan,
+                        conf=self.conf,
+                        iou=self.iou,
+                        max_det=self.max_det,
+                        end2end=self.info.end2end,
+                    )
+                    for i, det in zip(picked, decoded):
+                        out[i] = det
+                add_time(timings, "decode", started)
+        return out
+
+    def _input(self, images_bgr: list[np.ndarray], plan: Letterbox) -> np.ndarray:
+        """The model input for images of one shape: padded to a static batch, letterboxed, in the input's dtype."""
+        batch = self.max_batch or len(images_bgr)
+        padded = list(images_bgr) + [images_bgr[-1]] * (batch - len(images_bgr))  # a static batch larger than left
+        x = letterbox_batch(padded, plan, uint8=self.u8_input)
+        dtype = np.dtype(np.uint8 if self.u8_input else self.info.input_dtype)
+        return x if x.dtype == dtype else x.astype(dtype)
+
     def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
-        plan = letterbox_plan(images_bgr[0].shape[:2], self.imgsz_hw, stride=self.stride, auto=self.dynamic_hw)
-        n = len(images_bgr)
-        batch = self.max_batch or n
-        padded = list(images_bgr) + [images_bgr[-1]] * (batch - n)  # a static batch larger than what is left
-        session = self._session(batch, plan.input_hw)
-        x = letterbox_batch(padded, plan)
-        if x.dtype != session.input_dtype:
-            x = x.astype(session.input_dtype)
-        raw = np.asarray(session.run(x), dtype=np.float32)
-        decoded = decode_yolo(raw[:n], conf=self.conf, iou=self.iou, max_det=self.max_det, end2end=self.info.end2end)
-        return [
-            Detections(xyxy=scale_boxes(xyxy, plan), class_id=cls, confidence=score) for xyxy, score, cls in decoded
-        ]
+        return self.predict(images_bgr, batch=len(images_bgr))
 
     def describe(self) -> dict[str, Any]:
-        """Runtime, threads, batch, and the first session's provider and precision."""
+        """Runtime, threads, streams, batch, and the first session's provider and precision."""
         first = next(iter(self._sessions.values()))
-        return {**super().describe(), "provider": first.provider, "precision": first.precision}
+        return {**super().describe(), "streams": self.streams, "provider": first.provider, "precision": first.precision}
 
 
 def load_detector(
@@ -296,13 +370,14 @@ def load_detector(
     threads: int | None = None,
     device: str | int | None = None,
     precision: str | None = None,
+    streams: int = 1,
 ) -> Detector:
     """Open a detector for batched inference on BGR arrays.
 
     Args:
         weights: an ultralytics ``.pt`` or an ``.onnx`` export (dynamic batch for batches).
         runtime: ``auto`` (``torch`` for .pt; ``ort-cuda`` on a GPU ``device``, else ``openvino``, else ``ort-cpu``
-            for .onnx), ``torch``, or one of :data:`dronevision.infer.runtime.RUNTIMES`.
+            for .onnx), ``torch``, or one of :data:`dronevision.infer.session.RUNTIMES`.
         imgsz: the inference size; None: the checkpoint's training size (.pt) or the export's size (.onnx).
         conf: keep boxes scoring more than this.
         iou: the model's NMS IoU threshold (ultralytics' default 0.7).
@@ -310,10 +385,11 @@ def load_detector(
         threads: CPU threads; None: every core this process may use.
         device: ultralytics' device for ``torch`` (None: its choice); a GPU steers ``auto`` for ONNX.
         precision: OpenVINO's inference precision (``f32``, ``bf16``, ``f16``); None: its default for the CPU.
+        streams: OpenVINO only: chunks run this many at a time, in parallel, each on ``threads / streams`` threads.
 
     Raises:
         DroneVisionError: the file is missing or of the wrong kind for ``runtime``.
-        dronevision.infer.runtime.RuntimeUnavailable: the runtime cannot run here.
+        dronevision.infer.session.RuntimeUnavailable: the runtime cannot run here.
     """
     weights = ir_xml(Path(weights))
     if not weights.is_file():
@@ -336,6 +412,7 @@ def load_detector(
             max_det=max_det,
             threads=threads,
             precision=precision,
+            streams=streams,
         )
     log.info("%s: %s detector, %d threads", weights.name, chosen, threads)
     return detector

@@ -3,9 +3,9 @@
 Semantics follow SAHI's ``get_sliced_prediction`` so that its boxes and ours can be compared one to one: the same
 tiles (:func:`dronevision.infer.geometry.slice_bboxes`), boxes clipped to their tile by the model and shifted by
 the tile's corner, nothing dropped at tile borders, an optional full-frame pass added when there is more than one
-tile, then one merge over all boxes (:func:`dronevision.infer.merge.merge_detections`). SAHI's defaults are
-``full_frame=True, merge="nmm", match="ios", match_threshold=0.5``, class-aware; ours differ only in
-``full_frame=False`` (the downscaled full frame mostly adds large objects, at the cost of one more pass).
+tile, then one merge over all boxes (:func:`dronevision.infer.merge.merge_detections`). SAHI's defaults,
+``full_frame=True, merge="nmm", match="ios", match_threshold=0.5``, class-aware, are :class:`SliceSettings`'
+defaults; the project's own live in ``configs/slicing/default.yaml``.
 
 One difference on purpose: with a single tile and no full-frame pass the model's own detections are returned
 unmerged, so one tile covering the image gives exactly the plain inference (SAHI would still merge them).
@@ -14,15 +14,18 @@ unmerged, so one tile covering the image gives exactly the plain inference (SAHI
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.infer.detector import Detector
+from dronevision.infer.detector import Detector, add_time
 from dronevision.infer.geometry import shift_boxes, slice_bboxes
-from dronevision.infer.merge import MATCHES, MERGES, check_choice, merge_detections
+from dronevision.infer.merge import MATCHES, MERGES, merge_detections
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
@@ -41,23 +44,6 @@ def tile_crops(image: np.ndarray, tiles_xyxy: np.ndarray) -> list[np.ndarray]:
     return [image[y1:y2, x1:x2] for x1, y1, x2, y2 in np.asarray(tiles_xyxy).tolist()]
 
 
-def concat_detections(parts: Sequence[Detections]) -> Detections:
-    """One :class:`Detections` from several, in order (all with confidences).
-
-    Examples:
-        >>> a = Detections(xyxy=[[0, 0, 1, 1]], class_id=[2], confidence=[0.5])
-        >>> concat_detections([a, Detections.empty(with_confidence=True), a]).class_id.tolist()
-        [2, 2]
-    """
-    if not parts:
-        return Detections.empty(with_confidence=True)
-    return Detections(
-        xyxy=np.concatenate([p.xyxy for p in parts]),
-        class_id=np.concatenate([p.class_id for p in parts]),
-        confidence=np.concatenate([p.confidence if p.confidence is not None else np.ones(len(p)) for p in parts]),
-    )
-
-
 def shift_tile_detections(per_tile: Sequence[Detections], tiles_xyxy: np.ndarray) -> Detections:
     """Boxes found in each tile, moved to image pixels by the tile's top-left corner, as one set.
 
@@ -69,32 +55,21 @@ def shift_tile_detections(per_tile: Sequence[Detections], tiles_xyxy: np.ndarray
     tiles = np.asarray(tiles_xyxy).reshape(-1, 4)
     if len(per_tile) != len(tiles):
         raise ValueError(f"{len(per_tile)} detection sets for {len(tiles)} tiles")
-    merged = concat_detections(per_tile)
+    merged = Detections.merge(per_tile)
     offsets = np.repeat(tiles[:, :2], [len(d) for d in per_tile], axis=0)
     return Detections(xyxy=shift_boxes(merged.xyxy, offsets), class_id=merged.class_id, confidence=merged.confidence)
 
 
-# --- inference -------------------------------------------------------------------------------------------------
+# --- settings --------------------------------------------------------------------------------------------------
 
 
-def sliced_predict(
-    detector: Detector,
-    image_bgr: np.ndarray,
-    *,
-    tile: int = 640,
-    overlap: float = 0.2,
-    batch: int = 8,
-    full_frame: bool = False,
-    merge: str = "nmm",
-    match: str = "ios",
-    match_threshold: float = 0.5,
-    class_agnostic: bool = False,
-) -> Detections:
-    """Detect in overlapping square tiles of one image, run in batches, and merge the boxes.
+@dataclass(frozen=True)
+class SliceSettings:
+    """Sliced-inference settings: the ``slicing`` config group (``configs/slicing/default.yaml``, where the
+    project's defaults live), read once and passed by value. The field defaults are SAHI's, for Python callers.
 
-    Args:
-        detector: from :func:`dronevision.infer.load_detector` (its ``conf``, ``iou``, ``imgsz`` apply per tile).
-        image_bgr: ``(H, W, 3)`` uint8 BGR.
+    Attributes:
+        enabled: slice (else plain inference on whole images).
         tile: tile side in pixels (an image smaller than a tile in a dimension is one tile in that dimension).
         overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
         batch: tiles per forward pass (a static-batch ONNX model uses its own batch).
@@ -104,24 +79,87 @@ def sliced_predict(
         match_threshold: boxes overlapping at least this much are merged or suppressed.
         class_agnostic: merge boxes across classes.
 
+    Examples:
+        >>> SliceSettings.from_config({"enabled": True, "tile": 512}).tile
+        512
+        >>> SliceSettings.from_config({"tiles": 512})
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: unknown slicing keys ['tiles']; valid: enabled, tile, overlap, ...
+    """
+
+    enabled: bool = False
+    tile: int = 640
+    overlap: float = 0.2
+    batch: int = 8
+    full_frame: bool = True
+    merge: str = "nmm"
+    match: str = "ios"
+    match_threshold: float = 0.5
+    class_agnostic: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tile, int) or isinstance(self.tile, bool) or self.tile < 1:
+            raise DroneVisionError(f"slicing.tile must be a whole number of pixels >= 1, got {self.tile!r}")
+        if not 0 <= float(self.overlap) < 1:
+            raise DroneVisionError(f"slicing.overlap must be in [0, 1), got {self.overlap!r}")
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or self.batch < 1:
+            raise DroneVisionError(f"slicing.batch must be a whole number >= 1, got {self.batch!r}")
+        for name, value, choices in (("merge", self.merge, MERGES), ("match", self.match, MATCHES)):
+            if value not in choices:
+                raise DroneVisionError(f"slicing.{name} must be one of {', '.join(choices)}, got {value!r}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> SliceSettings:
+        """Settings from a ``slicing`` mapping (a Hydra group or a dict); unknown keys are refused, missing ones
+        take the field defaults, and None means disabled."""
+        if not config:
+            return cls()
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(config) - set(names))
+        if unknown:
+            raise DroneVisionError(f"unknown slicing keys {unknown}; valid: {', '.join(names)}")
+        return cls(**{k: v for k, v in config.items() if v is not None})
+
+
+# --- inference -------------------------------------------------------------------------------------------------
+
+
+def sliced_predict(
+    detector: Detector, image_bgr: np.ndarray, settings: SliceSettings, *, timings: dict[str, float] | None = None
+) -> Detections:
+    """Detect in overlapping square tiles of one image, run in batches, and merge the boxes.
+
+    ``settings.enabled`` is not consulted: this always slices (see :func:`predict_images`).
+
+    Args:
+        detector: from :func:`dronevision.infer.load_detector` (its ``conf``, ``iou``, ``imgsz`` apply per tile).
+        image_bgr: ``(H, W, 3)`` uint8 BGR.
+        settings: tile size, overlap, batch and merge.
+        timings: if given, the seconds spent are added to it per stage: the detector's ``tiles``, ``inference``
+            and ``decode`` (:meth:`Detector.predict`), then ``merge`` (moving tile boxes to the image, merging).
+
     Returns:
         Boxes in image pixels with confidences, highest first (unmerged, as the model gave them, for one tile).
     """
-    check_choice("merge", merge, MERGES)
-    check_choice("match", match, MATCHES)
-    if tile < 1:
-        raise DroneVisionError(f"tile must be at least 1 pixel, got {tile}")
+    s = settings
     h, w = image_bgr.shape[:2]
-    tiles = slice_bboxes((w, h), size=tile, overlap=overlap)
-    per_tile = detector.predict(tile_crops(image_bgr, tiles), batch=batch)
+    tiles = slice_bboxes((w, h), size=s.tile, overlap=s.overlap)
+    full_frame = s.full_frame and len(tiles) > 1
+    images = [*tile_crops(image_bgr, tiles), *([image_bgr] if full_frame else [])]
+    found = detector.predict(images, batch=s.batch, timings=timings)  # the whole frame is a shape group of its own
     if len(tiles) == 1:
-        return per_tile[0]
-    det = shift_tile_detections(per_tile, tiles)
+        return found[0]
+    started = time.perf_counter()
+    det = shift_tile_detections(found[: len(tiles)], tiles)
     if full_frame:
-        det = concat_detections([det, detector.predict([image_bgr], batch=1)[0]])
-    if len(det) <= 1:
-        return det
-    return merge_detections(det, merge=merge, match=match, threshold=match_threshold, class_agnostic=class_agnostic)
+        det = Detections.merge([det, found[-1]])
+    if len(det) > 1:
+        det = merge_detections(
+            det, merge=s.merge, match=s.match, threshold=s.match_threshold, class_agnostic=s.class_agnostic
+        )
+    add_time(timings, "merge", started)
+    return det
 
 
 def read_bgr(image: str | Path) -> np.ndarray:
@@ -134,26 +172,26 @@ def read_bgr(image: str | Path) -> np.ndarray:
     return frame
 
 
-def sliced_predict_iter(
+def predict_images(
     detector: Detector,
-    images: Iterable[np.ndarray | str | Path],
+    images: Sequence[np.ndarray | str | Path],
     *,
+    settings: SliceSettings,
+    batch: int = 8,
     progress: bool = False,
-    **params: object,
 ) -> Iterator[Detections]:
-    """:func:`sliced_predict` over many images (arrays or files, read as they come); one result per image.
-
-    Args:
-        detector: from :func:`dronevision.infer.load_detector`.
-        images: BGR arrays or image files.
-        progress: show a tqdm bar.
-        **params: :func:`sliced_predict`'s keyword arguments (``tile``, ``overlap``, ``batch``, ``merge``, ...).
+    """Detections per image, in order: plain inference in batches of ``batch`` images, or sliced inference
+    (:func:`sliced_predict`) image by image when ``settings.enabled``. Images are BGR arrays or files, read as they
+    come. The one loop that evaluate, compare, pre-labelling and track run a detector with.
     """
-    items: Iterable[np.ndarray | str | Path] = images
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        items = tqdm(images, desc="sliced inference", unit="image")
-    for item in items:
-        image = item if isinstance(item, np.ndarray) else read_bgr(item)
-        yield sliced_predict(detector, image, **params)  # type: ignore[arg-type]
+    step = batch if not settings.enabled else 1
+    chunks = [images[i : i + step] for i in range(0, len(images), step)]
+    unit = "image" if settings.enabled else "batch"
+    for chunk in tqdm(chunks, desc="inference", unit=unit, disable=not progress or len(images) < 2):
+        frames = [item if isinstance(item, np.ndarray) else read_bgr(item) for item in chunk]
+        if settings.enabled:
+            yield sliced_predict(detector, frames[0], settings)
+        else:
+            yield from detector.predict(frames, batch=batch)

@@ -135,6 +135,7 @@ def prelabel_frames(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictC
     from dronevision.dataset.cvat import write_cvat_images
     from dronevision.dataset.labelstudio import write_label_studio
     from dronevision.dataset.yolo import write_yolo
+    from dronevision.infer import SliceSettings
     from dronevision.sample.prelabel import prelabel
 
     images = [file for result in results if not result["error"] for _, file in kept_frames(result, out_dir)]
@@ -146,7 +147,9 @@ def prelabel_frames(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictC
         imgsz=int(cfg.prelabel.imgsz),
         device=cfg.prelabel.device,
         class_map=class_map,
-        slicing=cfg.prelabel.get("slicing"),
+        slicing=SliceSettings.from_config(cfg.slicing),
+        runtime=str(cfg.prelabel.runtime),
+        threads=cfg.prelabel.threads,
     )
     root = out_dir / "prelabel"
     write_yolo(root / "yolo", items, names)
@@ -170,8 +173,12 @@ def check_label_config(cfg: DictConfig) -> None:
         if not cfg.labels.get("path") or not Path(str(cfg.labels.path)).expanduser().exists():
             raise DroneVisionError(f"labels.path {cfg.labels.get('path')} does not exist")
     weights = cfg.prelabel.get("weights")
-    if weights and not Path(str(weights)).expanduser().is_file():
+    if weights and not Path(str(weights)).expanduser().exists():
         raise DroneVisionError(f"prelabel.weights {weights} does not exist")
+    if weights:
+        from dronevision.infer import SliceSettings
+
+        SliceSettings.from_config(cfg.slicing)  # a bad slicing setting is refused before decoding
 
 
 def write_labels(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:

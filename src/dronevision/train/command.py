@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, manifest_lines, manifest_sha256, write_data_yaml
 from dronevision.errors import DroneVisionError
-from dronevision.mlflow_run import MlflowRun, flatten, git_state
+from dronevision.mlflow_run import RUN_FILE, MlflowRun, RunRef, flatten, git_state
 from dronevision.train.args import (
     ModelSpec,
     check_resume_settings,
@@ -32,7 +32,6 @@ from dronevision.train.lineage import config_differences, expand_from_run, recor
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "mlflow_run.json"  # which MLflow run an out_dir belongs to, for train.resume
 PRUNE_DIR = "prune"  # prune.ratio: the pruned starting checkpoint and prune.json
 
 
@@ -90,6 +89,40 @@ def _dataset_lineage(dataset: YoloDataset, sha: str) -> dict[str, str]:
     return lineage
 
 
+def _log_dataset_input(tracker: MlflowRun, dataset: YoloDataset, lineage: dict[str, str]) -> None:
+    """The dataset as the run's MLflow dataset input: its data.yaml, with the manifest's hash (``dataset.sha256``) as
+    the digest (MLflow keeps 36 characters; the lineage tags keep the whole hash)."""
+    tracker.log_dataset(
+        name=dataset.root.name,
+        source=str(dataset.yaml_path),
+        digest=lineage["dataset.sha256"],
+        context="train",
+        profile={"classes": list(dataset.names.values()), "images": dataset.counts()},
+        tags=lineage,
+    )
+
+
+def _log_model(cfg: DictConfig, tracker: MlflowRun, dataset: YoloDataset, summary: dict[str, Any]) -> None:
+    """Log the ONNX export (the .pt without one) as the run's MLflow model, loadable with ``mlflow.pyfunc`` (see
+    :mod:`dronevision.mlflow_pyfunc`), and register it as a new version of ``mlflow.registry.name``."""
+    model_file = Path(summary["onnx"] or summary["weights"])
+    examples = list(dataset.splits.get("val") or dataset.splits["train"])[:1]
+    metadata = {
+        "names": dict(dataset.names),
+        "imgsz": OmegaConf.to_container(cfg.train.imgsz) if OmegaConf.is_list(cfg.train.imgsz) else cfg.train.imgsz,
+        "model_file": model_file.name,
+        "training_run_id": tracker.run_id,
+        "dataset_sha256": summary["dataset"]["sha256"],
+    }
+    model_id = tracker.log_detector(model_file, example_images=examples, metadata=metadata)
+    summary["logged_model"] = (
+        {"model_id": model_id, "uri": f"models:/{model_id}", "file": str(model_file)} if model_id else None
+    )
+    registry = cfg.mlflow.get("registry") or {}
+    name = registry.get("name")
+    summary["registered_model"] = tracker.register(name, model_id, registry.get("alias")) if name and model_id else None
+
+
 def _log_results_csv(tracker: MlflowRun, results: Path) -> None:
     """Per-epoch metrics from ultralytics' results.csv (DDP workers cannot log to our run themselves)."""
     if not results.is_file():
@@ -101,10 +134,17 @@ def _log_results_csv(tracker: MlflowRun, results: Path) -> None:
 
 
 def _after_training(
-    cfg: DictConfig, trainer: Any, dataset: YoloDataset, data_yaml: Path, out_dir: Path, threads: int
+    cfg: DictConfig,
+    trainer: Any,
+    dataset: YoloDataset,
+    data_yaml: Path,
+    out_dir: Path,
+    threads: int,
+    run: RunRef | None,
 ) -> dict[str, Any]:
-    """Evaluate the best weights on the val split and export them to ONNX, checked against PyTorch."""
-    from dronevision.evaluate import evaluate_checkpoint
+    """Evaluate the best weights on the val split and export them to ONNX, checked against PyTorch; the ONNX
+    metadata names the MLflow ``run`` when there is one."""
+    from dronevision.evaluate.command import evaluate_checkpoint
     from dronevision.export import export_onnx, onnx_max_abs_diff
 
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
@@ -112,7 +152,6 @@ def _after_training(
     device = str(device).split(",")[0] if device is not None else None  # evaluate on the first of DDP's devices
     evaluation = evaluate_checkpoint(
         best,
-        dataset,
         data_yaml,
         split="val",
         imgsz=imgsz,
@@ -120,6 +159,7 @@ def _after_training(
         device=device,
         out_dir=out_dir / "val",
         plots=bool(trainer.args.plots),
+        threads=threads,
     )
     epochs_completed = int(trainer.epoch) + 1
     summary: dict[str, Any] = {
@@ -132,7 +172,12 @@ def _after_training(
     summary["onnx"] = summary["onnx_max_abs_diff"] = None
     if cfg.export.enabled:
         onnx = export_onnx(
-            best, imgsz=imgsz, opset=cfg.export.opset, dynamic=cfg.export.dynamic, simplify=cfg.export.simplify
+            best,
+            imgsz=imgsz,
+            opset=cfg.export.opset,
+            dynamic=cfg.export.dynamic,
+            simplify=cfg.export.simplify,
+            metadata=run.metadata() if run else None,
         )
         diff = onnx_max_abs_diff(best, onnx, dataset.splits["val"][0], imgsz=imgsz, threads=threads)
         log.info("ONNX %s: max |ONNX Runtime - PyTorch| = %.3g", onnx, diff)
@@ -143,7 +188,7 @@ def _after_training(
 def _log_results(tracker: MlflowRun, out_dir: Path, summary: dict[str, Any]) -> None:
     """Final metrics and the artifacts: weights, ONNX, plots, summary."""
     tracker.log_metrics({f"final/{k}": v for k, v in summary["metrics"].items()})
-    tracker.log_metrics({f"final/coco_{k}": v for k, v in summary["coco"].items()})
+    tracker.log_metrics({f"final/coco_{k}": v for k, v in summary["coco"].items() if v is not None})
     if summary["onnx_max_abs_diff"] is not None:
         tracker.log_metrics({"final/onnx_max_abs_diff": summary["onnx_max_abs_diff"]})
     tracker.log_metrics({"augment/negatives_made": summary["augment"]["negatives_made"]})
@@ -179,6 +224,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         lines.append(f"  onnx     {summary['onnx']}  (max |ORT - PyTorch| {summary['onnx_max_abs_diff']:.2g})")
     if summary["mlflow"]["ok"]:
         lines.append(f"  mlflow   run {summary['run_id']} in experiment '{summary['experiment']}'")
+        if summary["logged_model"]:
+            lines.append(f"           model {summary['logged_model']['uri']} (mlflow.pyfunc.load_model)")
         if summary["registered_model"]:
             r = summary["registered_model"]
             lines.append(f"           registered as {r['name']} version {r['version']} (@{r['alias']})")
@@ -285,6 +332,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tracker.log_artifact(out_dir / ".hydra", "hydra")
         tracker.log_artifact(out_dir / "dataset_manifest.tsv")
         tracker.log_artifact(out_dir / "augment", "augment")
+        _log_dataset_input(tracker, dataset, lineage)
     status, ddp = "FAILED", "," in str(args.get("device"))
     with interruptible() as signals:
         try:
@@ -300,7 +348,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
             if ddp:
                 _log_results_csv(tracker, out_dir / "train" / "results.csv")
-            summary = _after_training(cfg, trainer, dataset, data_yaml, out_dir, threads)
+            summary = _after_training(cfg, trainer, dataset, data_yaml, out_dir, threads, tracker.ref)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -335,15 +383,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seconds=round(time.perf_counter() - started, 2),
     )
     _log_results(tracker, out_dir, summary)
-    registry = cfg.mlflow.get("registry") or {}
-    summary["registered_model"] = (
-        tracker.register(registry["name"], "weights", registry.get("alias")) if registry.get("name") else None
-    )
-    summary["mlflow"] = {"ok": tracker.active, "error": tracker.error}
+    _log_model(cfg, tracker, dataset, summary)
+    summary["mlflow"] = tracker.summary()
     tracker.log_artifact(write_summary(out_dir, summary))
     tracker.end("FINISHED")
     if summary["mlflow"]["ok"] != tracker.active:  # an upload failed after the summary was written
-        summary["mlflow"] = {"ok": tracker.active, "error": tracker.error}
+        summary["mlflow"] = tracker.summary()
         write_summary(out_dir, summary)
     _print_summary(summary)
     return summary
