@@ -104,7 +104,7 @@ def _log_dataset_input(tracker: MlflowRun, dataset: YoloDataset, lineage: dict[s
 
 def _log_model(cfg: DictConfig, tracker: MlflowRun, dataset: YoloDataset, summary: dict[str, Any]) -> None:
     """Log the ONNX export (the .pt without one) as the run's MLflow model, loadable with ``mlflow.pyfunc`` (see
-    :mod:`dronevision.mlflow_pyfunc`), and register it as a new version of ``mlflow.registry.name``."""
+    :mod:`dronevision.mlflow_run.pyfunc`), and register it as a new version of ``mlflow.registry.name``."""
     model_file = Path(summary["onnx"] or summary["weights"])
     examples = list(dataset.splits.get("val") or dataset.splits["train"])[:1]
     metadata = {

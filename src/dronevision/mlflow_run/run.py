@@ -1,13 +1,4 @@
-"""MLflow helpers: the only module that talks to MLflow.
-
-A run never breaks the work it tracks: if the store cannot be reached, or fails later, one warning is logged,
-tracking switches off, and the reason is kept in :attr:`MlflowRun.error` for summary.json, whose ``mlflow`` block
-:meth:`MlflowRun.summary` writes the same way for every stage.
-
-A model knows the training run it came from: :func:`find_training_run` reads it from the model's metadata
-(``mlflow_run_id`` and ``mlflow_tracking_uri``, which the ONNX exports and OpenVINO IRs carry: see
-:meth:`RunRef.metadata`), else from the training folder the model sits in.
-"""
+"""One MLflow run driven through ``MlflowClient``: :class:`MlflowRun`, which never breaks the work it tracks."""
 
 from __future__ import annotations
 
@@ -19,165 +10,17 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from dronevision.errors import first_line
+from dronevision.mlflow_run.ref import RunRef
 
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 _MAX_DIGEST_LENGTH = 36  # MLflow's limit on a dataset digest
-RUN_FILE = "mlflow_run.json"  # which MLflow run a training's out_dir belongs to (train writes it first)
-SUMMARY_FILE = "summary.json"
-SEARCH_DEPTH = 4  # folders searched for RUN_FILE or SUMMARY_FILE: the model's own and 3 above
-
-
-# --- which run a model came from (pure) ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """Where an MLflow run is: its store and its id. ``found_in`` says where the reference was read (not compared).
-
-    Examples:
-        >>> ref = RunRef("sqlite:///m.db", "abc")
-        >>> ref.metadata()
-        {'mlflow_run_id': 'abc', 'mlflow_tracking_uri': 'sqlite:///m.db'}
-        >>> RunRef.from_metadata(ref.metadata()) == ref
-        True
-    """
-
-    tracking_uri: str
-    run_id: str
-    found_in: str = field(default="", compare=False)
-
-    def metadata(self) -> dict[str, str]:
-        """The keys an exported model carries to name its training run (ONNX metadata_props, IR metadata.yaml)."""
-        return {"mlflow_run_id": self.run_id, "mlflow_tracking_uri": self.tracking_uri}
-
-    @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any], found_in: str = "") -> RunRef | None:
-        """The run a model's metadata names (the keys :meth:`metadata` writes), if it names both parts.
-
-        Examples:
-            >>> RunRef.from_metadata({"mlflow_run_id": "abc", "mlflow_tracking_uri": "sqlite:///x.db"})
-            RunRef(tracking_uri='sqlite:///x.db', run_id='abc', found_in='')
-            >>> RunRef.from_metadata({"names": "{0: 'car'}"}), RunRef.from_metadata({"mlflow_run_id": "abc"})
-            (None, None)
-        """
-        run_id, uri = metadata.get("mlflow_run_id"), metadata.get("mlflow_tracking_uri")
-        return cls(str(uri), str(run_id), found_in) if run_id and uri else None
-
-    @classmethod
-    def from_record(cls, record: Any, found_in: str = "") -> RunRef | None:
-        """The run of a training's ``mlflow_run.json`` or summary.json: top-level ``run_id`` and ``tracking_uri``.
-
-        Examples:
-            >>> RunRef.from_record({"run_id": "r1", "tracking_uri": "sqlite:///a.db", "experiment": "e"}).run_id
-            'r1'
-            >>> RunRef.from_record({"run_id": "r1"}), RunRef.from_record([]), RunRef.from_record({"run_id": None})
-            (None, None, None)
-        """
-        if not isinstance(record, Mapping) or not record.get("run_id") or not record.get("tracking_uri"):
-            return None
-        return cls(str(record["tracking_uri"]), str(record["run_id"]), found_in)
-
-    @classmethod
-    def from_summary(cls, summary: Any, found_in: str = "") -> RunRef | None:
-        """The run a stage's summary.json names: top-level (a training's) or its ``mlflow`` block (an export's, or an
-        evaluation's or a benchmark's that added to the model's run); never an evaluation's own run.
-
-        Examples:
-            >>> RunRef.from_summary({"run_id": "r1", "tracking_uri": "sqlite:///a.db"}).run_id
-            'r1'
-            >>> RunRef.from_summary({"mlflow": {"run_id": "r2", "tracking_uri": "http://h:5000", "ok": True}}).run_id
-            'r2'
-            >>> own = {"run_id": "r3", "tracking_uri": "http://h:5000", "attached_to_model_run": False}
-            >>> RunRef.from_summary({"mlflow": own}), RunRef.from_summary({"mlflow": {"run_id": None, "ok": False}})
-            (None, None)
-            >>> RunRef.from_summary([])
-        """
-        if not isinstance(summary, Mapping):
-            return None
-        block = summary.get("mlflow")
-        if isinstance(block, Mapping) and block.get("attached_to_model_run") is False:
-            block = None
-        return cls.from_record(summary, found_in) or cls.from_record(block, found_in)
-
-
-def names_path(tree: Any, path: Path) -> bool:
-    """Whether some string in a JSON tree is ``path`` (absolute, resolved).
-
-    Examples:
-        >>> names_path({"variants": {"fp32": {"path": "/out/m.onnx"}}}, Path("/out/m.onnx"))
-        True
-        >>> names_path(["/out/other.onnx", 3], Path("/out/m.onnx"))
-        False
-    """
-    if isinstance(tree, Mapping):
-        return any(names_path(v, path) for v in tree.values())
-    if isinstance(tree, list):
-        return any(names_path(v, path) for v in tree)
-    return isinstance(tree, str) and tree.endswith(path.name) and Path(tree).expanduser().resolve() == path
-
-
-# --- which run a model came from (files) -----------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
-def _metadata_ref(model: Path) -> RunRef | None:
-    """The run an ONNX file's metadata_props or an OpenVINO IR's metadata.yaml names."""
-    if not (model.is_dir() or model.suffix.lower() in (".onnx", ".xml")):
-        return None
-    from dronevision.infer.model import read_metadata_props
-
-    try:
-        props = read_metadata_props(model)
-    except Exception as e:  # not a model file: the stage that runs it says so
-        log.debug("%s: no metadata read (%s)", model, first_line(e))
-        return None
-    return RunRef.from_metadata(props, found_in=f"{model} metadata")
-
-
-def find_training_run(path: Path) -> RunRef | None:
-    """The MLflow training run a model came from: a .pt, an .onnx, an OpenVINO IR folder or its model.xml.
-
-    Looked for, in order: the model's metadata (an export's ONNX or IR, see :meth:`RunRef.metadata`); then, in the
-    model's folder and up to 3 above it, the nearest training ``mlflow_run.json``, or a summary.json that is a
-    training's (top-level ``run_id`` and ``tracking_uri``) or that names the model (an export's, whose ``mlflow``
-    block is the training's run). None when nothing names a run.
-    """
-    path = Path(path).expanduser().resolve()
-    found = _metadata_ref(path) or _folder_ref(path)
-    if found is not None:
-        log.info("%s: MLflow training run %s (from %s)", path.name, found.run_id, found.found_in)
-    return found
-
-
-def _folder_ref(path: Path) -> RunRef | None:
-    """The nearest run record or summary.json naming the model's run, in its folder and up to 3 above."""
-    named = {path, path.parent} if path.suffix.lower() == ".xml" else {path}  # an IR's summary names its folder
-    start = path if path.is_dir() else path.parent
-    for folder in [start, *start.parents][:SEARCH_DEPTH]:
-        found = RunRef.from_record(_read_json(folder / RUN_FILE), found_in=str(folder / RUN_FILE))
-        if found is not None:
-            return found
-        summary = _read_json(folder / SUMMARY_FILE)
-        found = RunRef.from_record(summary, found_in=str(folder / SUMMARY_FILE))
-        if found is None and any(names_path(summary, p) for p in named):
-            found = RunRef.from_summary(summary, found_in=str(folder / SUMMARY_FILE))
-        if found is not None:
-            return found
-    return None
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
@@ -465,7 +308,7 @@ class MlflowRun:
         name: str = "detector",
     ) -> str | None:
         """Log a detector (.onnx, or .pt) as an MLflow model of this run, with a python-function flavour that runs
-        it through :func:`dronevision.infer.load_detector` (see :mod:`dronevision.mlflow_pyfunc`).
+        it through :func:`dronevision.infer.load_detector` (see :mod:`dronevision.mlflow_run.pyfunc`).
 
         Nothing is resolved or downloaded: the model's requirements are the installed versions of what it imports.
 
@@ -480,7 +323,7 @@ class MlflowRun:
             from mlflow.entities import LoggedModelOutput
             from mlflow.models import Model
 
-            from dronevision.mlflow_pyfunc import FLAVOR_MODEL_TYPE, save_detector_model
+            from dronevision.mlflow_run.pyfunc import FLAVOR_MODEL_TYPE, save_detector_model
 
             client = self._client
             experiment_id = client.get_run(self.run_id).info.experiment_id
@@ -538,61 +381,3 @@ class MlflowRun:
             return None
         log.info("MLflow model registry: %s version %s%s", name, version.version, f" (@{alias})" if alias else "")
         return {"name": name, "version": int(version.version), "alias": alias, "source": source, "model_id": model_id}
-
-
-def _existing_store(tracking_uri: str) -> Any:
-    """A client of a store that exists (MlflowClient would create an empty SQLite store where there is none)."""
-    from mlflow.tracking import MlflowClient
-
-    from dronevision.errors import DroneVisionError
-
-    if urlparse(tracking_uri).scheme == "sqlite" and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        raise DroneVisionError(f"no MLflow store at {tracking_uri}")
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def _get_run(client: Any, tracking_uri: str, run_id: str) -> Any:
-    from dronevision.errors import DroneVisionError
-
-    try:
-        return client.get_run(str(run_id))
-    except Exception:
-        raise DroneVisionError(f"run {run_id} does not exist in the MLflow store {tracking_uri}") from None
-
-
-def fetch_artifact(tracking_uri: str, run_id: str, artifact_path: str, dst: Path) -> Path:
-    """Download one artifact of a recorded run; a missing store, run or artifact is a one-line error.
-
-    Raises:
-        DroneVisionError: the store, the run or the artifact does not exist.
-    """
-    from dronevision.errors import DroneVisionError
-
-    with _fail_fast():
-        client = _existing_store(tracking_uri)
-        _get_run(client, tracking_uri, run_id)
-        try:
-            dst.mkdir(parents=True, exist_ok=True)
-            return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
-        except Exception:
-            raise DroneVisionError(f"run {run_id} has no artifact {artifact_path}") from None
-
-
-def find_runs(tracking_uri: str, *, run_ids: list[str] | None = None, experiment: str | None = None) -> list[Any]:
-    """Recorded runs by id, or every finished run of an experiment (newest first); a missing one is a one-line error.
-
-    Raises:
-        DroneVisionError: the store, a run or the experiment does not exist.
-    """
-    from dronevision.errors import DroneVisionError
-
-    with _fail_fast():
-        client = _existing_store(tracking_uri)
-        if run_ids:
-            return [_get_run(client, tracking_uri, run_id) for run_id in run_ids]
-        found = client.get_experiment_by_name(str(experiment))
-        if found is None:
-            raise DroneVisionError(f"experiment '{experiment}' does not exist in the MLflow store {tracking_uri}")
-        return client.search_runs(
-            [found.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"]
-        )
