@@ -103,7 +103,8 @@ def _train_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[s
         ("model.weights={tmp}/nope.pt", "error: model.weights {tmp}/nope.pt does not exist"),
         (
             "model=yolov99",
-            "error: unknown model 'yolov99'; valid: rtdetr_l, yolo11n, yolo11s, yolov8n, yolov8n_p2, yolov8s",
+            "error: unknown model 'yolov99'; valid: rtdetr_l, yolo11n, yolo11s, yolo26n, yolo26n_p2, yolo26s, yolov8n,"
+            " yolov8n_p2, yolov8s",
         ),
         ("train.epoch=1", "error: train.epoch is not an ultralytics train argument (did you mean train.epochs?)"),
     ],

@@ -33,7 +33,6 @@ from dronevision.schema import Detections
 log = logging.getLogger(__name__)
 
 
-
 # --- predictions -----------------------------------------------------------------------------------------------
 
 
@@ -116,7 +115,10 @@ def evaluate_checkpoint(
     predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
     coco = compute_metrics("coco", truth, predictions)["overall"]
     log.info(
-        "COCO AP %s AP50 %s | ultralytics mAP50-95 %.4f mAP50 %.4f", coco["AP"], coco["AP50"], ours["map50_95"],
+        "COCO AP %s AP50 %s | ultralytics mAP50-95 %.4f mAP50 %.4f",
+        coco["AP"],
+        coco["AP50"],
+        ours["map50_95"],
         ours["map50"],
     )
     return {"split": split, "n_images": len(truth.images), "ultralytics": ours, "coco": coco}

@@ -10,7 +10,8 @@ The folder holds ``model.xml`` / ``model.bin`` and ultralytics' ``metadata.yaml`
 - NNCF's OpenVINO backend quantizes (MIXED preset: symmetric INT8 weights per channel, asymmetric activations).
   OpenVINO reading an NNCF-quantized QDQ *ONNX* gave wrong boxes (mAP50 0.39 -> 0.26 where ONNX Runtime ran the
   same file at 0.387), so the quantized model is kept as IR.
-- The head's decoding stays in float, as for ONNX Runtime's INT8 (:func:`head_nodes_to_exclude`).
+- The head's decoding stays in float, as for ONNX Runtime's INT8 (:func:`head_nodes_to_exclude`); so does an
+  end-to-end head's choice of its final detections (YOLO26: ``TopK``, ``GatherElements``, ``Mod``).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def to_openvino_int8(
 
     Returns the .xml path and the settings used, for summary.json.
     """
-    from dronevision.export.convert import load_letterboxed
+    from dronevision.infer.yolo import read_letterboxed
 
     # nncf imports torch.utils.cpp_extension, which logs a warning about CUDA_HOME on machines without CUDA
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -93,7 +94,7 @@ def to_openvino_int8(
         log.warning("OpenVINO INT8: no ultralytics detection head found in %s; quantizing every node", fp32.name)
     quantized = nncf.quantize(
         model,
-        nncf.Dataset(list(images), lambda image: load_letterboxed(image, imgsz=imgsz)),
+        nncf.Dataset(list(images), lambda image: read_letterboxed(image, imgsz=imgsz)),
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(images),
         ignored_scope=nncf.IgnoredScope(names=floating, validate=False),

@@ -4,8 +4,10 @@ Channel pruning with torch-pruning: each group of coupled channels (a conv's out
 that reads them, residual adds and concatenations included) is ranked by its weights' L2 norm and the lowest
 ``ratio`` of every group removed, the kept counts rounded to the nearest multiple of ``round_to``. The result is a
 smaller dense model (fewer MACs for every runtime, unlike sparse weights); the training that follows fine-tunes it,
-and its mAP says what the pruning cost. The Detect head's outputs (box distribution, class scores) and the first
-``keep_first`` layers keep all their channels. Attention blocks (YOLO11's C2PSA, ...) are left whole.
+and its mAP says what the pruning cost. The Detect head's outputs (box distribution, class scores; those of an
+end-to-end head's one-to-one branch too, YOLO26's) and the first ``keep_first`` layers keep all their channels.
+Layers holding attention (YOLO11's C2PSA, YOLO26's last C3k2 with its PSABlock, ...) are left whole: torch-pruning
+cannot follow their reshapes (on YOLO26 it searched for minutes, gigabytes growing, before they were left out).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from dronevision.errors import DroneVisionError, first_line
 log = logging.getLogger(__name__)
 
 PRUNED_ATTR = "dronevision_prune"  # on a pruned model: its PruneReport as a dict (travels in its checkpoints)
-_WHOLE_BLOCKS = ("C2PSA", "C2fPSA", "PSA", "A2C2f", "C2fAttn", "AIFI")  # attention: reshapes torch-pruning can't follow
+# attention: reshapes torch-pruning can't follow; a layer holding one of these anywhere is left whole
+_WHOLE_BLOCKS = ("C2PSA", "C2fPSA", "PSA", "PSABlock", "A2C2f", "C2fAttn", "AIFI")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,11 @@ def _swap(module: nn.Module, predicate: Any, make: Any) -> None:
             _swap(child, predicate, make)
 
 
+def _whole(layer: nn.Module) -> bool:
+    """Whether ``layer`` holds an attention block (itself or anywhere inside), so torch-pruning must leave it."""
+    return any(type(m).__name__ in _WHOLE_BLOCKS for m in layer.modules())
+
+
 def _ignored_layers(model: nn.Module, keep_first: int) -> list[nn.Module]:
     """Layers whose output channels stay: the head's outputs, the first ``keep_first`` layers, attention blocks."""
     from ultralytics.nn.modules import Detect
@@ -127,10 +135,11 @@ def _ignored_layers(model: nn.Module, keep_first: int) -> list[nn.Module]:
         raise DroneVisionError(f"pruning needs a YOLO detection model with one Detect head (found {len(heads)})")
     head = heads[0]
     ignored: list[nn.Module] = [head.dfl] if hasattr(head.dfl, "conv") else []
-    ignored += [branch[-1] for branch in (*head.cv2, *head.cv3)]
+    names = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")  # one2one_*: an end-to-end head's (YOLO26, YOLOv10)
+    ignored += [branch[-1] for name in names for branch in getattr(head, name, None) or ()]
     layers = list(model.model)
     ignored += [m for layer in layers[:keep_first] for m in layer.modules()]
-    ignored += [m for layer in layers for m in layer.modules() if type(layer).__name__ in _WHOLE_BLOCKS]
+    ignored += [m for layer in layers if _whole(layer) for m in layer.modules()]
     return ignored
 
 
@@ -180,7 +189,7 @@ def prune_detector(model: nn.Module, *, ratio: float, round_to: int, keep_first:
     for p in model.parameters():
         p.requires_grad_(True)  # torch-pruning follows the autograd graph
     example = torch.zeros(1, 3, imgsz, imgsz)
-    _swap(model, lambda m: isinstance(m, C2f) and type(m).__name__ not in _WHOLE_BLOCKS, _SplitC2f)
+    _swap(model, lambda m: isinstance(m, C2f) and not _whole(m), _SplitC2f)
     try:
         ignored = _ignored_layers(model, keep_first)
         macs_before, params_before = _count(model, example)

@@ -190,6 +190,7 @@ def fit(
     """
     from ultralytics import RTDETR, YOLO
 
+    from dronevision.infer.model import end2end_args
     from dronevision.train.speed import tune_cpu
 
     cls = RTDETR if model.family == "rtdetr" else YOLO
@@ -221,6 +222,6 @@ def fit(
             trainer=DroneVisionRTDETRTrainer if model.family == "rtdetr" else DroneVisionTrainer,
             data=str(data_yaml),
             **({} if resume_from is not None else {"project": str(out_dir), "name": "train", "exist_ok": True}),
-            **args,
+            **{**end2end_args(net.model), **args},  # an NMS-free head is validated (and best.pt picked) as exported
         )
     return net.trainer
