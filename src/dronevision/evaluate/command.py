@@ -28,6 +28,7 @@ from dronevision.evaluate.ground_truth import (
     scored_names,
 )
 from dronevision.evaluate.protocols import PROTOCOLS, UNSCORED
+from dronevision.infer.sliced import SliceSettings
 from dronevision.schema import Detections
 
 log = logging.getLogger(__name__)
@@ -59,16 +60,35 @@ def check_weights(weights: Path, imgsz: int | None) -> Path:
     return weights
 
 
+def load_evaluation_detector(weights: Path, model: Mapping[str, Any], *, threads: int | None, **overrides: Any) -> Any:
+    """A detector with an evaluation's ``model`` settings (``configs/evaluate.yaml``: runtime, imgsz, conf, iou,
+    max_det, device, precision); ``overrides`` take precedence."""
+    from dronevision.infer import load_detector
+
+    settings = {
+        "runtime": str(model["runtime"]),
+        "imgsz": int(model["imgsz"]) if model.get("imgsz") else None,
+        "conf": float(model["conf"]),
+        "iou": float(model["iou"]),
+        "max_det": int(model["max_det"]),
+        "device": model.get("device"),
+        "precision": model.get("precision"),
+        **overrides,
+    }
+    return load_detector(weights, threads=threads, **settings)
+
+
 def predict(
-    detector: Any, images: Sequence[Path], *, settings: Any, batch: int, progress: bool = True
+    detector: Any, truth: GroundTruth, *, settings: SliceSettings, batch: int, progress: bool = True
 ) -> tuple[list[Detections], float]:
-    """Detections per image (plain or sliced inference, :func:`dronevision.infer.predict_images`); returns them and
-    the seconds spent per image."""
+    """Detections per image of ``truth`` (plain or sliced inference, :func:`dronevision.infer.predict_images`) with
+    the dataset's class ids; returns them and the seconds spent per image."""
     from dronevision.infer import predict_images
 
     started = time.perf_counter()
-    out = list(predict_images(detector, images, settings=settings, batch=batch, progress=progress))
-    return out, (time.perf_counter() - started) / max(len(images), 1)
+    raw = list(predict_images(detector, truth.images, settings=settings, batch=batch, progress=progress))
+    seconds = (time.perf_counter() - started) / max(len(truth.images), 1)
+    return [to_dataset_ids(d, detector.names, truth.names) for d in raw], seconds
 
 
 def default_model_settings() -> dict[str, Any]:
@@ -94,25 +114,14 @@ def evaluate_checkpoint(
     """ultralytics' metrics and the COCO protocol's of one checkpoint on one split of a built dataset: the same
     detector settings, predictions and scoring as ``python -m dronevision.evaluate protocol=coco``."""
     from dronevision.evaluate.core import ultralytics_metrics
-    from dronevision.infer import SliceSettings, load_detector
 
     ours = ultralytics_metrics(
         weights, data_yaml, split=split, imgsz=imgsz, batch=batch, device=device, out_dir=out_dir, plots=plots
     )
     truth = load_ground_truth(data_yaml, split)
     model = default_model_settings()
-    detector = load_detector(
-        weights,
-        runtime="torch",
-        imgsz=imgsz,
-        conf=float(model["conf"]),
-        iou=float(model["iou"]),
-        max_det=int(model["max_det"]),
-        threads=threads,
-        device=device,
-    )
-    raw, _ = predict(detector, truth.images, settings=SliceSettings(), batch=batch, progress=False)
-    predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
+    detector = load_evaluation_detector(weights, model, threads=threads, runtime="torch", imgsz=imgsz, device=device)
+    predictions, _ = predict(detector, truth, settings=SliceSettings(), batch=batch, progress=False)
     coco = compute_metrics("coco", truth, predictions)["overall"]
     log.info(
         "COCO AP %s AP50 %s | ultralytics mAP50-95 %.4f mAP50 %.4f",
@@ -246,31 +255,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise DroneVisionError("give exactly one of weights=<.pt|.onnx> or predictions=<folder|results .json>")
     if cfg.predictions.format not in (None, "visdrone", "coco"):
         raise DroneVisionError(f"predictions.format '{cfg.predictions.format}' is not one of visdrone, coco")
-    from dronevision.infer import SliceSettings
-
     slicing = SliceSettings.from_config(cfg.slicing)
     truth = load_ground_truth(Path(cfg.dataset.path), cfg.dataset.split)
     threads = int(cfg.threads or os.cpu_count() or 1)
     detector, seconds_per_image = None, None
     if weights is not None:
-        from dronevision.infer import load_detector
-
         imgsz = int(cfg.model.imgsz) if cfg.model.imgsz else None
         weights = check_weights(Path(weights), imgsz)
-        detector = load_detector(
-            weights,
-            runtime=str(cfg.model.runtime),
-            imgsz=imgsz,
-            conf=float(cfg.model.conf),
-            iou=float(cfg.model.iou),
-            max_det=int(cfg.model.max_det),
-            threads=threads,
-            device=cfg.model.device,
-            precision=cfg.model.get("precision"),
-        )
+        detector = load_evaluation_detector(weights, cfg.model, threads=threads)
         check_same_classes(detector.names, weights, truth)
-        raw, seconds_per_image = predict(detector, truth.images, settings=slicing, batch=int(cfg.model.batch))
-        predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
+        predictions, seconds_per_image = predict(detector, truth, settings=slicing, batch=int(cfg.model.batch))
     else:
         predictions = read_predictions(Path(pred_path), truth.images, truth.names)
 

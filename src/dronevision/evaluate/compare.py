@@ -95,11 +95,11 @@ def evaluate_run(cfg: DictConfig, run: Any, tmp: Path, protocol: str) -> dict[st
     from dronevision.evaluate.command import (
         compute_metrics,
         default_model_settings,
+        load_evaluation_detector,
         load_ground_truth,
         predict,
-        to_dataset_ids,
     )
-    from dronevision.infer import SliceSettings, load_detector
+    from dronevision.infer import SliceSettings
     from dronevision.mlflow_run import fetch_artifact
 
     uri, run_id = cfg.mlflow.tracking_uri, run.info.run_id
@@ -109,18 +109,9 @@ def evaluate_run(cfg: DictConfig, run: Any, tmp: Path, protocol: str) -> dict[st
     weights = fetch_artifact(uri, run_id, "weights/best.pt", tmp / run_id)
     truth = load_ground_truth(Path(dataset), cfg.dataset.split)
     model = default_model_settings()
-    detector = load_detector(
-        weights,
-        runtime=str(model["runtime"]),
-        conf=float(model["conf"]),
-        iou=float(model["iou"]),
-        max_det=int(model["max_det"]),
-        threads=cfg.threads,
-        precision=model["precision"],
-    )
+    detector = load_evaluation_detector(weights, model, threads=cfg.threads)
     settings = SliceSettings.from_config(cfg.get("slicing"))  # the notebook's config has none: plain inference
-    raw, seconds = predict(detector, truth.images, settings=settings, batch=int(model["batch"]))
-    predictions = [to_dataset_ids(d, detector.names, truth.names) for d in raw]
+    predictions, seconds = predict(detector, truth, settings=settings, batch=int(model["batch"]))
     return {protocol: compute_metrics(protocol, truth, predictions), "seconds_per_image": seconds}
 
 
