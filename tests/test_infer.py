@@ -249,6 +249,17 @@ def test_balanced_chunks(n: int, batch: int, sizes: list[int]) -> None:
     assert [len(c) for c in chunks] == sizes and [i for c in chunks for i in c] == list(range(n))
 
 
+@pytest.mark.parametrize(
+    ("n", "batch", "streams", "sizes"),
+    [(8, 8, 1, [8]), (8, 8, 2, [4, 4]), (12, 8, 2, [6, 6]), (12, 4, 2, [4, 4, 4]), (13, 8, 2, [7, 6]), (1, 8, 2, [1])],
+)
+def test_chunks_give_every_stream_work(n: int, batch: int, streams: int, sizes: list[int]) -> None:
+    images = [blob_image([])] * n + [blob_image([], wh=(64, 64))]  # the last one: a shape group of its own
+    tiles, whole = BlobDetector()._chunks(images, batch, streams=streams)
+    assert [len(c) for c in tiles] == sizes and [i for c in tiles for i in c] == list(range(n))
+    assert whole == [[n]]
+
+
 def test_letterbox_batch_matches_ultralytics() -> None:
     from ultralytics.data.augment import LetterBox
 

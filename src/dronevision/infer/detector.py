@@ -175,8 +175,9 @@ class Detector(ABC):
                     out[i] = det
         return out
 
-    def _chunks(self, images_bgr: Sequence[np.ndarray], batch: int) -> list[list[list[int]]]:
-        """Image indices grouped by shape, each group in balanced chunks of at most ``batch`` (and ``max_batch``)."""
+    def _chunks(self, images_bgr: Sequence[np.ndarray], batch: int, *, streams: int = 1) -> list[list[list[int]]]:
+        """Image indices grouped by shape, each group in balanced chunks of at most ``batch`` (and ``max_batch``),
+        and in at least ``streams`` chunks when it has that many images (each stream gets one)."""
         if batch < 1:
             raise DroneVisionError(f"batch must be at least 1, got {batch}")
         cap = min(batch, self.max_batch) if self.max_batch else batch
@@ -185,7 +186,10 @@ class Detector(ABC):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise DroneVisionError(f"image {i}: expected (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
             by_shape.setdefault(image.shape, []).append(i)
-        return [[[group[k] for k in c] for c in balanced_chunks(len(group), cap)] for group in by_shape.values()]
+        return [
+            [[group[k] for k in c] for c in balanced_chunks(len(group), min(cap, -(-len(group) // streams)))]
+            for group in by_shape.values()
+        ]
 
     @abstractmethod
     def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
@@ -247,8 +251,9 @@ class OnnxDetector(Detector):
     shape (batch, height, width), on first use; ONNX Runtime on the CPU or CUDA runs every shape in one session.
 
     On OpenVINO a float32 model takes the letterboxed BGR ``uint8`` canvases and converts them inside its graph
-    (``u8_input``: no float copy made in NumPy). With ``streams > 1`` (OpenVINO) the chunks of a group run
-    ``streams`` at a time in parallel, each stream on ``threads / streams`` threads; a chunk left over runs alone on
+    (``u8_input``: no float copy made in NumPy). With ``streams > 1`` (OpenVINO) a group of images of one shape is
+    cut into at least ``streams`` chunks, and chunks of one size run ``streams`` at a time in parallel, each stream
+    on ``threads / streams`` threads (no barrier between threads inside a layer); a chunk left over runs alone on
     every thread.
     """
 
@@ -314,7 +319,7 @@ class OnnxDetector(Detector):
         """Detections per image (in image pixels), images of one shape together in chunks of ``batch``, ``streams``
         chunks at a time; ``timings`` (optional) gets the seconds of ``tiles``, ``inference`` and ``decode`` added."""
         out: list[Detections] = [Detections.empty(with_confidence=True)] * len(images_bgr)
-        for chunks in self._chunks(images_bgr, batch):
+        for chunks in self._chunks(images_bgr, batch, streams=self.streams):
             plan = letterbox_plan(
                 images_bgr[chunks[0][0]].shape[:2], self.imgsz_hw, stride=self.stride, auto=self.dynamic_hw
             )
@@ -323,8 +328,8 @@ class OnnxDetector(Detector):
                 started = time.perf_counter()
                 xs = [self._input([images_bgr[i] for i in picked], plan) for picked in wave]
                 started = add_time(timings, "tiles", started)
-                if len(wave) > 1 and len({len(x) for x in xs}) == 1:  # every stream busy, on one compiled model
-                    raws = self._session(len(xs[0]), plan.input_hw, streams=len(wave)).run_many(xs)
+                if len(wave) > 1 and len({len(x) for x in xs}) == 1:  # chunks of one size: in parallel, one a stream
+                    raws = self._session(len(xs[0]), plan.input_hw, streams=self.streams).run_many(xs)
                 else:
                     raws = [self._session(len(x), plan.input_hw).run(x) for x in xs]
                 started = add_time(timings, "inference", started)

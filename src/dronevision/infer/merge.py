@@ -279,9 +279,8 @@ def greedy_nmm(
     classes = np.zeros(len(xyxy), dtype=np.int64) if class_id is None else np.asarray(class_id).reshape(-1)
     aware = None if class_id is None or class_agnostic else classes
     groups = _greedy_groups(xyxy, score_order(xyxy, scores), aware, match=match, threshold=threshold)
-    out_xyxy = xyxy[[i for i, _ in groups]].reshape(-1, 4)
-    out_score = scores[[i for i, _ in groups]]
-    out_class = classes[[i for i, _ in groups]].astype(np.int64)
+    kept = np.array([i for i, _ in groups], dtype=np.int64)
+    out_xyxy, out_score, out_class = xyxy[kept], scores[kept], classes[kept].astype(np.int64)
     iou = match == "iou"
     boxes, score_list, class_list = xyxy.tolist(), scores.tolist(), classes.tolist()
     for k, (i, matched) in enumerate(groups):
