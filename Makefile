@@ -7,9 +7,9 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 # One OpenCV (tests/test_environment.py): every OpenCV wheel installs cv2/ and the one installed last wins. We depend
-# on ultralytics-opencv-headless and opencv-python-headless, but sahi (dev) requires opencv-python in every release,
+# on ultralytics-opencv-headless and opencv-python-headless, but sahi and trackeval (dev) require opencv-python,
 # so after the install that GUI build is removed and the headless wheel (same version) reinstalled over the cv2/ files
-# the removal took. `pip check` then reports sahi's opencv-python as missing; sahi works with the headless cv2.
+# the removal took. `pip check` then reports their opencv-python as missing; both work with the headless cv2.
 # A venv from before the switch has the `ultralytics` distribution, which shares ultralytics/ with the headless one:
 # both are removed first so that the install below lays the package down once.
 HEADLESS = $$($(PY) -m pip show opencv-python-headless | sed -n 's/^Version: //p')

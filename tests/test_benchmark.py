@@ -474,3 +474,29 @@ def test_benchmark_times_cuda_and_tensorrt_for_real(tiny_onnx: Path, compose_ben
         assert trt["skipped"] and "batches" not in trt
     else:
         assert trt["provider"] == "TensorrtExecutionProvider" and trt["precision"] == "f16"
+
+
+def test_capacity_on_the_real_job_comes_from_a_track_summary(
+    tiny_onnx: Path, compose_bench: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Footage-hours per machine-hour and sightings per footage-hour come from the track run; the weekly footage and
+    machine hours stay assumed, and the report says which is which."""
+    track = tmp_path / "track"
+    track.mkdir()
+    (track / "summary.json").write_text(
+        json.dumps({"footage_s": 7200.0, "tracking_seconds": 1800.0, "sightings": 50, "frames_processed": 7200,
+                    "every_s": 1.0, "runtime": "openvino"})  # fmt: skip
+    )
+    overrides = (f"onnx={tiny_onnx}", "runtime=[ort-cpu]", "batch=[1]", "mlflow.tracking_uri=null")
+    summary = run(compose_bench(*overrides, f"track_summary={track}", "target.footage_hours_per_week=1000"))
+    tracked = summary["target"]["track"]
+    assert tracked["measured"]["footage_hours_per_machine_hour"] == 4.0
+    assert tracked["measured"]["sightings_per_footage_hour"] == 25.0
+    assert tracked["footage_hours_per_week_per_machine"] == 4.0 * 168 and tracked["machines_needed"] == 2
+    assert tracked["sightings_per_week"] == 25.0 * 1000
+    report = (Path(summary["out_dir"]) / "report.md").read_text()
+    assert "Capacity measured on the real job" in report and "| 4.00 | measured |" in report
+    assert "| 1000 | assumed (target) |" in report
+    (track / "summary.json").write_text(json.dumps({"videos": 1}))
+    with pytest.raises(DroneVisionError, match="not a track summary.json"):
+        run(compose_bench(*overrides, f"track_summary={track}"))

@@ -7,7 +7,7 @@ import logging
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,18 @@ def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
-def check_group_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+def config_groups(config_name: str, config_dir: Path = CONFIG_DIR) -> set[str]:
+    """The config groups a command's config uses (its ``defaults`` list), e.g. ``{"model", "mlflow", ...}``."""
+    defaults = OmegaConf.load(config_dir / f"{config_name}.yaml").get("defaults") or []
+    return {str(next(iter(d))).lstrip("+/").split("@")[0] for d in defaults if isinstance(d, Mapping)}
+
+
+def check_group_overrides(
+    overrides: Sequence[str], config_dir: Path = CONFIG_DIR, groups: set[str] | None = None
+) -> None:
     """Reject ``group=option`` overrides naming an option that does not exist, listing the valid ones.
+
+    ``groups`` limits the check to the groups a command uses (``track model=<file>`` names a file, not a group).
 
     Hydra would say the same over a dozen lines; this is the one-line version, checked before Hydra starts.
 
@@ -58,10 +68,28 @@ def check_group_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DI
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or "." in key or "/" in key or not (config_dir / key).is_dir() or value in ("", "null"):
             continue
+        if groups is not None and key not in groups:
+            continue
         valid = group_options(key, config_dir)
         for option in value.split(","):  # multirun sweeps list options with commas
             if option not in valid:
                 raise DroneVisionError(f"unknown {key} '{option}'; valid: {', '.join(valid)}")
+
+
+def model_overrides(overrides: Sequence[str], *, to: str) -> list[str]:
+    """``model=<file>`` on the command line sets the key ``to`` (a ``model`` key would clash with the config group).
+
+    Examples:
+        >>> model_overrides(["model=best.onnx", "batch=[1]", "+model=x.onnx"], to="onnx")
+        ['onnx=best.onnx', 'batch=[1]', '+onnx=x.onnx']
+    """
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") == "model":
+            override = f"{key[: len(key) - len(key.lstrip('+'))]}{to}={value}"
+        out.append(override)
+    return out
 
 
 def hydra_output_dir() -> Path | None:
@@ -114,7 +142,7 @@ def hydra_main(
 
     def main() -> None:
         try:
-            check_group_overrides(sys.argv[1:])
+            check_group_overrides(sys.argv[1:], groups=config_groups(config_name))
             if rewrite_overrides is not None:
                 sys.argv[1:] = rewrite_overrides(sys.argv[1:])
         except DroneVisionError as e:

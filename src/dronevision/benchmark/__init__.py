@@ -6,7 +6,7 @@ passed, sigma-clipping, a fixed thread count. The output folder holds ``benchmar
 and ``summary.json``; they are also added to the model's MLflow run when it is known.
 """
 
-from dronevision.benchmark.command import main, model_overrides, run
+from dronevision.benchmark.command import main, run
 from dronevision.benchmark.core import capacity, check_target, latency_stats, pick_best, sigma_clip
 from dronevision.benchmark.measure import (
     cpu_name,
@@ -31,7 +31,6 @@ __all__ = [
     "make_e2e_step",
     "make_model_call",
     "measure",
-    "model_overrides",
     "model_tensor",
     "pick_best",
     "plot_fps",

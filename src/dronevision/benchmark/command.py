@@ -7,21 +7,48 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dronevision.benchmark.core import MODES, capacity, measured_entries, pick_best, summarise_runtimes
+from dronevision.benchmark.core import (
+    MODES,
+    capacity,
+    measured_entries,
+    pick_best,
+    summarise_runtimes,
+    track_capacity,
+)
 from dronevision.benchmark.measure import host_facts, load_frames, make_plan, measure_grid
 from dronevision.benchmark.report import plot_fps, report_markdown
-from dronevision.cli import hydra_main, resolve_out_dir, write_summary
-from dronevision.errors import DroneVisionError
+from dronevision.cli import hydra_main, model_overrides, resolve_out_dir, write_summary
+from dronevision.errors import DroneVisionError, first_line
 from dronevision.mlflow_run import RunRef
 
 log = logging.getLogger(__name__)
+
+
+def _track_capacity(cfg: DictConfig, target: dict[str, Any]) -> dict[str, Any] | None:
+    """The capacity measured by a track run, when ``track_summary=<summary.json>`` is given."""
+    if not cfg.get("track_summary"):
+        return None
+    path = Path(str(cfg.track_summary)).expanduser()
+    if path.is_dir():
+        path = path / "summary.json"
+    try:
+        track = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DroneVisionError(f"track_summary {path}: cannot be read as JSON ({first_line(e)})") from None
+    return track_capacity(
+        track,
+        footage_hours_per_week=target["footage_hours_per_week"],
+        hours_per_week_per_machine=target["hours_per_week_per_machine"],
+        target_sightings_per_week=target["target_sightings_per_week"],
+        source=str(path),
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -34,6 +61,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if objects is None and images.get("objects_per_frame") is not None:
         objects, objects_source = images["objects_per_frame"], f"mean boxes per image of {images['source']}"
     target = {**plan.target, "objects_per_frame": objects, "objects_per_frame_source": objects_source}
+    target["track"] = _track_capacity(cfg, target)
 
     entries = measure_grid(plan, frames, cfg)
     keys = ("footage_hours_per_week", "sample_fps", "tiles_per_frame", "hours_per_week_per_machine")
@@ -178,6 +206,14 @@ def _print_summary(summary: Mapping[str, Any], entries: Mapping[str, Any]) -> No
             f" {cap['batch']} carries {cap['footage_hours_per_week_per_machine']:.0f} h/week per machine,"
             f" {cap['machines_needed']} machine(s) needed; {verdict} (one machine)"
         )
+    tracked = summary["target"].get("track")
+    if tracked:
+        m = tracked["measured"]
+        lines.append(
+            f"  measured on a track run: {m['footage_hours_per_machine_hour']:.2f} footage h per machine-hour end to"
+            f" end, {tracked['machines_needed']} machine(s) for the target; {m['sightings_per_footage_hour']:.1f}"
+            f" sightings per footage hour, {tracked['sightings_per_week']:,.0f} a week"
+        )
     lines.append(f"  report   {Path(summary['out_dir']) / 'report.md'}")
     if summary["mlflow"]["ok"]:
         lines.append(f"  mlflow   added to run {summary['run_id']} at {summary['tracking_uri']}")
@@ -186,26 +222,10 @@ def _print_summary(summary: Mapping[str, Any], entries: Mapping[str, Any]) -> No
     print("\n".join(lines))
 
 
-def model_overrides(overrides: Sequence[str]) -> list[str]:
-    """``model=<file>`` on the command line sets ``onnx`` (a ``model`` key would clash with the config group).
-
-    Examples:
-        >>> model_overrides(["model=best.onnx", "batch=[1]", "+model=x.onnx"])
-        ['onnx=best.onnx', 'batch=[1]', '+onnx=x.onnx']
-    """
-    out = []
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if sep and key.lstrip("+") == "model":
-            override = f"{key[: len(key) - len(key.lstrip('+'))]}onnx={value}"
-        out.append(override)
-    return out
-
-
 _hydra_main = hydra_main("benchmark", run)
 
 
 def main() -> None:
     """``python -m dronevision.benchmark model=<file.onnx> out_dir=<dir> [key=value ...]``."""
-    sys.argv[1:] = model_overrides(sys.argv[1:])
+    sys.argv[1:] = model_overrides(sys.argv[1:], to="onnx")
     _hydra_main()

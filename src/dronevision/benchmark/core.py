@@ -129,6 +129,64 @@ def capacity(
     return out
 
 
+TRACK_KEYS = ("footage_s", "tracking_seconds", "sightings", "frames_processed")
+
+
+def track_capacity(
+    track: Mapping[str, Any],
+    *,
+    footage_hours_per_week: float,
+    hours_per_week_per_machine: float,
+    target_sightings_per_week: float | None = None,
+    source: str = "",
+) -> dict[str, Any]:
+    """Capacity measured on the real job: a track run's ``summary.json`` (decode, detect, track and write, end to
+    end, on its footage) against the weekly target.
+
+    Measured: footage-hours per machine-hour (footage seconds / tracking seconds) and sightings per footage-hour
+    (unique tracked objects, not detections). Assumed (``target/``): the footage a week, the hours a machine runs,
+    and that the archive looks like the tracked footage.
+
+    Examples:
+        >>> run = {"footage_s": 600.0, "tracking_seconds": 300.0, "sightings": 20, "frames_processed": 600}
+        >>> c = track_capacity(run, footage_hours_per_week=1000, hours_per_week_per_machine=100,
+        ...                    target_sightings_per_week=100000)
+        >>> c["measured"]["footage_hours_per_machine_hour"], c["machines_needed"], c["sightings_per_week"]
+        (2.0, 5, 120000.0)
+    """
+    missing = [k for k in TRACK_KEYS if not isinstance(track.get(k), (int, float))]
+    if missing:
+        raise DroneVisionError(f"{source or 'track summary'}: not a track summary.json (no {', '.join(missing)})")
+    if track["footage_s"] <= 0 or track["tracking_seconds"] <= 0:
+        raise DroneVisionError(f"{source or 'track summary'}: it tracked no footage")
+    rate = track["footage_s"] / track["tracking_seconds"]
+    per_hour = track["sightings"] / (track["footage_s"] / 3600)
+    per_machine = rate * hours_per_week_per_machine
+    sightings = per_hour * footage_hours_per_week
+    return {
+        "source": source,
+        "measured": {
+            "footage_hours_per_machine_hour": round(rate, 4),
+            "sightings_per_footage_hour": round(per_hour, 3),
+            "footage_s": track["footage_s"],
+            "sightings": track["sightings"],
+            "frames_processed": track["frames_processed"],
+            "every_s": track.get("every_s"),
+            "runtime": track.get("runtime"),
+        },
+        "assumed": {
+            "footage_hours_per_week": footage_hours_per_week,
+            "hours_per_week_per_machine": hours_per_week_per_machine,
+            "target_sightings_per_week": target_sightings_per_week,
+        },
+        "footage_hours_per_week_per_machine": round(per_machine, 3),
+        "machines_needed": math.ceil(footage_hours_per_week / per_machine - 1e-9) if footage_hours_per_week else 0,
+        "passes": per_machine >= footage_hours_per_week,
+        "sightings_per_week": round(sightings, 3),
+        "sightings_vs_target": round(sightings / target_sightings_per_week, 4) if target_sightings_per_week else None,
+    }
+
+
 def check_target(target: Mapping[str, Any]) -> dict[str, Any]:
     """The ``target`` group as plain values, refusing what capacity cannot use.
 

@@ -139,7 +139,43 @@ def report_markdown(result: Mapping[str, Any]) -> str:
         "would reach the target.",
         "",
     ]
+    if target.get("track"):
+        text += _track_section(target["track"])
     return "\n".join(text)
+
+
+def _track_section(tracked: Mapping[str, Any]) -> list[str]:
+    """The capacity measured on the real job, from a track run's summary.json."""
+    m, a = tracked["measured"], tracked["assumed"]
+    every = f"one frame per {m['every_s']} s of footage" if m["every_s"] else "every frame"
+    vs = tracked["sightings_vs_target"]
+    return [
+        "## Capacity measured on the real job (a track run)",
+        "",
+        f"From {tracked['source']}: {m['footage_s']:,.0f} s of footage tracked ({every}, {m['runtime']}), "
+        "decode + detect + track + write end to end.",
+        "",
+        md_table(
+            ["figure", "value", "kind"],
+            [
+                ["footage h per machine-hour", m["footage_hours_per_machine_hour"], "measured"],
+                ["sightings per footage hour", m["sightings_per_footage_hour"], "measured"],
+                ["footage h/week", a["footage_hours_per_week"], "assumed (target)"],
+                ["hours a machine runs a week", a["hours_per_week_per_machine"], "assumed (target)"],
+                ["footage h/week per machine", tracked["footage_hours_per_week_per_machine"], "derived"],
+                ["machines for the target", tracked["machines_needed"], "derived"],
+                [
+                    "sightings a week",
+                    tracked["sightings_per_week"],
+                    "derived: assumes the archive looks like this footage",
+                ],
+                ["sightings / target sightings", "–" if vs is None else vs, f"target {a['target_sightings_per_week']}"],
+            ],
+        ),
+        "",
+        "Unlike the detections above, a sighting counts each tracked object once, however many frames show it.",
+        "",
+    ]
 
 
 def plot_fps(result: Mapping[str, Any], path: Path) -> Path:

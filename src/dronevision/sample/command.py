@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -20,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
-from dronevision.sample.decode import VideoError, find_inputs, read_frames
+from dronevision.executor import run_tasks
+from dronevision.sample.decode import VideoError, check_complete, find_inputs, read_frames
 from dronevision.sample.frames import Sampler, hamming, judge
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,13 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
             if max_frames and result["kept"] >= int(max_frames):
                 break
         result["seconds"]["decode"] += time.perf_counter() - tick
-        _check_complete(info, last_t, result, cfg)
+        check_complete(
+            info,
+            last_t,
+            end_s=cfg["end_s"],
+            stopped_early=bool(max_frames) and result["kept"] >= int(max_frames),
+            any_frame_may_end=sampling["method"] == "keyframes",  # the last key frame can be anywhere before the end
+        )
     except (VideoError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         result.update(error=str(e).strip().splitlines()[0], records=[], kept=0)
@@ -137,24 +143,6 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
     result["seconds"] = {k: round(v, 3) for k, v in result["seconds"].items()}
     result["seconds"]["total"] = round(time.perf_counter() - started, 3)
     return result
-
-
-def _check_complete(
-    info: Mapping[str, Any], last_t: float | None, result: Mapping[str, Any], cfg: Mapping[str, Any]
-) -> None:
-    """A video that stops well before its stated duration is truncated."""
-    if last_t is None:
-        raise VideoError("no frame could be decoded")
-    expected = info.get("duration_s")
-    end = cfg["end_s"]
-    if cfg.get("max_frames") and result["kept"] >= int(cfg["max_frames"]):
-        return
-    if cfg["sampling"]["method"] == "keyframes":
-        return  # the last key frame can be anywhere before the end
-    if expected and (end is None or end >= expected) and info.get("fps"):
-        missing = expected - last_t - 1.0 / info["fps"]
-        if missing > max(1.0, 0.05 * expected):
-            raise VideoError(f"truncated: decoding stopped at {last_t:.1f} s of {expected:.1f} s")
 
 
 def dedupe_across_videos(results: Sequence[dict[str, Any]], max_distance: int) -> int:
@@ -179,38 +167,6 @@ def dedupe_across_videos(results: Sequence[dict[str, Any]], max_distance: int) -
     return dropped
 
 
-def _run_videos(tasks: list[tuple[str, str, str, dict]], cfg: DictConfig) -> list[dict[str, Any]]:
-    from tqdm import tqdm
-
-    workers = int(cfg.workers or min(len(tasks), os.cpu_count() or 1))
-    if cfg.executor.name == "ray":
-        import ray
-
-        address = cfg.executor.get("address")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if not ray.is_initialized():
-            ray.init(
-                address=address or None,
-                num_cpus=None if address else workers,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        remote = ray.remote(sample_video)
-        refs = [remote.remote(*task) for task in tasks]
-        return [ray.get(ref) for ref in tqdm(refs, desc="videos", unit="video", leave=False)]
-    if cfg.executor.name != "local":
-        raise DroneVisionError(f"executor must be local or ray, got '{cfg.executor.name}'")
-    if workers <= 1 or len(tasks) == 1:
-        return [sample_video(*task) for task in tqdm(tasks, desc="videos", unit="video", leave=False)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(sample_video, *task) for task in tasks]
-        return [f.result() for f in tqdm(futures, desc="videos", unit="video", leave=False)]
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample every input video; write frames/, frames.jsonl, labels and summary.json. Returns the summary."""
     started = time.perf_counter()
@@ -225,7 +181,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     task_cfg = OmegaConf.to_container(cfg, resolve=True)
     ids = video_ids(inputs)
     tasks = [(str(p), vid, str(out_dir), task_cfg) for p, vid in zip(inputs, ids)]
-    results = _run_videos(tasks, cfg)
+    results = run_tasks(sample_video, tasks, cfg.executor, workers=cfg.workers)
     max_distance = cfg.filters.max_hash_distance
     if cfg.filters.dedupe_across_videos and max_distance is not None and max_distance >= 0:
         dedupe_across_videos(results, int(max_distance))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,30 @@ def read_frames(
     duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
     info = {"fps": fps, "duration_s": duration or None, "frames": stream.frames or None, "codec": decoder.name}
     return info, _video_frames(container, stream, fps, start_s, end_s, exact_index=skip_frames is None)
+
+
+def check_complete(
+    info: Mapping[str, Any],
+    last_t: float | None,
+    *,
+    end_s: float | None = None,
+    stopped_early: bool = False,
+    any_frame_may_end: bool = False,
+) -> None:
+    """Raise :class:`VideoError` for a video that gave no frame, or stopped well before its stated duration.
+
+    ``stopped_early`` (the caller stopped reading) and ``any_frame_may_end`` (only key frames were read) skip the
+    truncation check; so does a window ending before the video does.
+    """
+    if last_t is None:
+        raise VideoError("no frame could be decoded")
+    expected = info.get("duration_s")
+    if stopped_early or any_frame_may_end:
+        return
+    if expected and (end_s is None or end_s >= expected) and info.get("fps"):
+        missing = expected - last_t - 1.0 / info["fps"]
+        if missing > max(1.0, 0.05 * expected):
+            raise VideoError(f"truncated: decoding stopped at {last_t:.1f} s of {expected:.1f} s")
 
 
 def _sequence_frames(files: list[Path], fps: float, start_s: float, end_s: float | None) -> Iterator[DecodedFrame]:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 LABEL_FORMATS = ("visdrone-vid", "cvat-video")
 
 
-def _annotation_for(labels_path: Path, video_id: str, n_videos: int) -> Path | None:
+def annotation_for(labels_path: Path, video_id: str, n_videos: int) -> Path | None:
     """The annotation file of one video: the file itself for a single video, else ``<folder>/<video id>.*``."""
     if labels_path.is_file():
         return labels_path if n_videos == 1 else None
@@ -42,7 +42,7 @@ def _annotated(
     for result in results:
         if result["error"]:
             continue
-        annotation = _annotation_for(labels_path, result["video_id"], len(results))
+        annotation = annotation_for(labels_path, result["video_id"], len(results))
         if annotation is None:
             missing.append(result["video_id"])
             continue
