@@ -483,10 +483,8 @@ def test_capacity_on_the_real_job_comes_from_a_track_summary(
     machine hours stay assumed, and the report says which is which."""
     track = tmp_path / "track"
     track.mkdir()
-    (track / "summary.json").write_text(
-        json.dumps({"footage_s": 7200.0, "tracking_seconds": 1800.0, "sightings": 50, "frames_processed": 7200,
-                    "every_s": 1.0, "runtime": "openvino"})  # fmt: skip
-    )
+    measured = {"footage_s": 7200.0, "tracking_seconds": 1800.0, "sightings": 50, "frames_processed": 7200}
+    (track / "summary.json").write_text(json.dumps({**measured, "every_s": 1.0, "runtime": "openvino"}))
     overrides = (f"onnx={tiny_onnx}", "runtime=[ort-cpu]", "batch=[1]", "mlflow.tracking_uri=null")
     summary = run(compose_bench(*overrides, f"track_summary={track}", "target.footage_hours_per_week=1000"))
     tracked = summary["target"]["track"]

@@ -158,6 +158,8 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
+    from dronevision.mlflow_run import MlflowRun
+
     root = tmp_path_factory.mktemp("track")
     flights = root / "flights"
     for name, seed in (("DJI_20260314_a", 1), ("flightB", 2), ("flightC", 3)):
@@ -176,7 +178,12 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     weights = root / "seeded.pt"
     torch.save({"model": model, "train_args": {"imgsz": 160, "task": "detect"}, "epoch": -1}, weights)
     onnx = Path(YOLO(str(weights)).export(format="onnx", imgsz=160, dynamic=True, simplify=False, verbose=False))
-    return {"root": root, "flights": flights, "broken": broken, "pt": weights, "onnx": onnx}
+    training = MlflowRun(f"sqlite:///{root}/mlflow.db", "dronevision", "train").start()  # the run the model came from
+    training.end()
+    (root / "mlflow_run.json").write_text(
+        json.dumps({"run_id": training.run_id, "tracking_uri": training.tracking_uri})
+    )
+    return {"root": root, "flights": flights, "broken": broken, "pt": weights, "onnx": onnx, "run": training.run_id}
 
 
 def _track(footage: dict[str, Any], out: Path, *overrides: str) -> dict[str, Any]:
@@ -232,6 +239,10 @@ def test_track_writes_the_per_video_and_merged_reports(footage: dict[str, Any], 
     assert (out / "sightings_per_day.png").is_file()
     run = MlflowClient(summary["mlflow"]["tracking_uri"]).get_run(summary["mlflow"]["run_id"])
     assert run.data.tags["dronevision.stage"] == "track" and run.data.metrics["sightings"] == summary["sightings"]
+    assert run.data.tags["dronevision.training_run_id"] == footage["run"] == summary["mlflow"]["training_run_id"]
+    assert "track/sightings.csv" in {
+        a.path for a in MlflowClient(summary["mlflow"]["tracking_uri"]).list_artifacts(run.info.run_id, "track")
+    }
     assert json.loads((out / "summary.json").read_text())["sightings"] == summary["sightings"]
 
     again = _track(footage, out, *labels)  # same model, content and settings: nothing to do, the same report

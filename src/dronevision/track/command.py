@@ -33,7 +33,7 @@ RUN_FILE = "track_run.json"  # which model this out_dir's results belong to
 MERGED = ("sightings.csv", "sightings_per_day.csv", "sightings_per_day.png", "summary.json")
 # the settings a video's result depends on: change one and the video is tracked again
 RESULT_KEYS = ("detector", "slicing", "tracker", "sightings", "video", "labels", "every_s", "start_s", "end_s",
-               "classes", "image_fps")  # fmt: skip
+               "classes", "image_fps", "skip_frames")  # fmt: skip
 
 
 def file_sha256(path: Path) -> str:
@@ -237,6 +237,8 @@ def _log_run(cfg: DictConfig, model: Path, out_dir: Path, summary: Mapping[str, 
     from dronevision.mlflow_run import MlflowRun, find_training_run, flatten
 
     training = find_training_run(model)
+    if not cfg.mlflow.get("tracking_uri"):
+        return MlflowRun.untracked("mlflow.tracking_uri is null")
     tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name"))
     tags = {"dronevision.stage": "track"}
     if training is not None:

@@ -75,6 +75,19 @@ def detector_for(cfg: Mapping[str, Any]) -> Any:
     return _DETECTORS[key]
 
 
+def skip_frames(setting: str | None, every_s: float) -> str | None:
+    """What FFmpeg may leave undecoded: ``auto`` skips frames no other frame refers to (most B-frames) when only
+    one frame per ``every_s`` seconds is tracked, and nothing when every frame is.
+
+    Examples:
+        >>> skip_frames("auto", 1.0), skip_frames("auto", 0.0), skip_frames(None, 1.0), skip_frames("nonkey", 0.0)
+        ('nonref', None, None, 'nonkey')
+    """
+    if setting == "auto":
+        return "nonref" if every_s > 0 else None
+    return setting
+
+
 def release_detectors() -> None:
     """Drop the detectors this process loaded (their sessions, threads and memory)."""
     _DETECTORS.clear()
@@ -135,6 +148,7 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
         every_s = float(cfg["every_s"] or 0)
         info, frames = read_frames(
             Path(path),
+            skip_frames=skip_frames(cfg.get("skip_frames"), every_s),
             start_s=float(cfg["start_s"] or 0),
             end_s=cfg["end_s"],
             threads=int(cfg["decode_threads"]),
