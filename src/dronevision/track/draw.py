@@ -23,19 +23,27 @@ def colour(track_id: int) -> tuple[int, int, int]:
 
 
 class Annotator:
-    """Draws tracked boxes with ``class #id`` and a trail of each track's last ``trail`` centres."""
+    """Draws tracked boxes with ``class #id`` and a trail of each track's last ``trail`` centres, on a copy of the
+    frame scaled down so that its longer side is at most ``max_side`` (None: full size)."""
 
-    def __init__(self, names: Mapping[int, str], trail: int = 20) -> None:
-        self.names = names
+    def __init__(self, names: Mapping[int, str], trail: int = 20, max_side: int | None = None) -> None:
+        self.names, self.max_side = names, max_side
         self.trails: dict[int, deque[tuple[int, int]]] = defaultdict(lambda: deque(maxlen=max(1, trail)))
 
     def draw(self, image: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """A copy of ``image`` with the tracker's ``x1, y1, x2, y2, id, score, class`` rows drawn on it."""
+        """The (scaled) frame with the tracker's ``x1, y1, x2, y2, id, score, class`` rows drawn on it."""
         import cv2
 
-        out = image.copy()
+        h, w = image.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w)) if self.max_side else 1.0
+        if scale < 1.0:
+            out = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR)
+        else:
+            out = image.copy()
         thickness = max(1, round(max(out.shape[:2]) / 800))
-        for x1, y1, x2, y2, tid, _score, cls in np.asarray(rows, dtype=np.float64).reshape(-1, rows.shape[-1])[:, :7]:
+        boxes = np.asarray(rows, dtype=np.float64).reshape(-1, rows.shape[-1])[:, :7].copy()
+        boxes[:, :4] *= scale
+        for x1, y1, x2, y2, tid, _score, cls in boxes:
             track_id, c = int(tid), colour(int(tid))
             p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
             cv2.rectangle(out, p1, p2, c, thickness, cv2.LINE_AA)
@@ -61,12 +69,13 @@ class Mp4Writer:
         path: the ``.mp4`` to write.
         fps: frame rate of the written frames (processed frames per second of footage).
         crf: x264 quality (18 near-lossless, 23 default, 28 small).
+        preset: x264 speed preset (``ultrafast`` .. ``veryslow``): faster makes larger files.
     """
 
-    def __init__(self, path: Path, fps: float, *, crf: int = 23) -> None:
+    def __init__(self, path: Path, fps: float, *, crf: int = 23, preset: str = "veryfast") -> None:
         import av
 
-        self.path, self.fps, self.crf = Path(path), fps, crf
+        self.path, self.fps, self.crf, self.preset = Path(path), fps, crf, preset
         self.part = self.path.with_name(self.path.name + ".part")
         self.container = av.open(str(self.part), mode="w", format="mp4", options={"movflags": "+faststart"})
         self.stream: Any = None
@@ -82,7 +91,7 @@ class Mp4Writer:
             self.stream = self.container.add_stream("libx264", rate=rate)
             self.stream.width, self.stream.height = w - w % 2, h - h % 2
             self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+            self.stream.options = {"crf": str(self.crf), "preset": self.preset}
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image_bgr[: h - h % 2, : w - w % 2]), format="bgr24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)

@@ -13,8 +13,9 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,7 @@ def make_tracker(settings: Mapping[str, Any]) -> Any:
     if kind not in TRACKERS:
         raise DroneVisionError(f"tracker.tracker_type must be one of {', '.join(TRACKERS)}, got '{kind}'")
     args = IterableSimpleNamespace(**{k: v for k, v in settings.items() if k != "gmc_downscale"})
-    tracker = (BOTSORT if kind == "botsort" else BYTETracker)(args)
-    if kind == "botsort" and settings.get("gmc_downscale"):
-        tracker.gmc.downscale = max(1, int(settings["gmc_downscale"]))
-    return tracker
+    return (BOTSORT if kind == "botsort" else BYTETracker)(args)
 
 
 def tracker_input(det: Detections, shape: tuple[int, int]) -> Any:
@@ -100,17 +98,49 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[
         writer.writerows(rows)
 
 
-class _Clock:
-    """Seconds per stage of the loop."""
+def set_gmc_downscale(tracker: Any, setting: int | str | None, shape: tuple[int, int]) -> None:
+    """BoT-SORT's motion compensation works on frames ``downscale`` times smaller; ``auto`` picks the factor that
+    brings the longer side near 480 px (2 for 640 px, 4 for 1920 px; never below ultralytics' 2)."""
+    gmc = getattr(tracker, "gmc", None)
+    if gmc is None or setting in (None, ""):
+        return
+    gmc.downscale = max(2, round(max(shape) / 480)) if setting == "auto" else max(1, int(setting))
 
-    def __init__(self) -> None:
-        self.split: Counter[str] = Counter()
-        self.tick = time.perf_counter()
 
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.split[stage] += now - self.tick
-        self.tick = now
+def _batches(
+    frames: Iterator[Any], sampler: Any, batch: int, decoded: dict[str, Any], seconds: Counter[str]
+) -> Iterator[list[tuple[int, float, np.ndarray]]]:
+    """The frames to process, decoded to BGR, ``batch`` at a time; counts every decoded frame in ``decoded``."""
+    pending: list[tuple[int, float, np.ndarray]] = []
+    tick = time.perf_counter()
+    for frame in frames:
+        decoded["frames"] += 1
+        decoded["first_t"] = frame.time if decoded["first_t"] is None else decoded["first_t"]
+        decoded["last_t"] = frame.time
+        if sampler.wants(frame.time):
+            pending.append((frame.index, frame.time, frame.bgr()))
+            if len(pending) == batch:
+                seconds["decode"] += time.perf_counter() - tick
+                yield pending
+                pending, tick = [], time.perf_counter()
+    seconds["decode"] += time.perf_counter() - tick
+    if pending:
+        yield pending
+
+
+def _prefetch(items: Iterator[Any], pool: ThreadPoolExecutor) -> Iterator[Any]:
+    """The items of ``items``, each next one computed in ``pool`` while the caller works on the current one."""
+    end = object()
+    future = pool.submit(next, items, end)
+    while (item := future.result()) is not end:
+        future = pool.submit(next, items, end)
+        yield item
+
+
+def _write_frame(writer: Any, annotator: Any, image: np.ndarray, rows: np.ndarray, seconds: Counter[str]) -> None:
+    tick = time.perf_counter()
+    writer.write(annotator.draw(image, rows))
+    seconds["write"] += time.perf_counter() - tick
 
 
 def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,59 +189,58 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
         out_fps = 1.0 / every_s if every_s else (info["fps"] or 30.0)
         video_cfg = cfg["video"]
         if video_cfg["enabled"]:
-            writer = Mp4Writer(tmp / "annotated.mp4", out_fps, crf=int(video_cfg["crf"]))
-        annotator = Annotator(names, trail=int(video_cfg["trail"]))
+            writer = Mp4Writer(tmp / "annotated.mp4", out_fps, crf=int(video_cfg["crf"]), preset=video_cfg["preset"])
+        annotator = Annotator(names, trail=int(video_cfg["trail"]), max_side=video_cfg["max_side"])
         tracks = TrackLog(thumbnail=int(cfg["sightings"]["thumbnail"]))
         class_ids = cfg.get("class_ids")
         truth = load_truth(cfg["labels"]["format"], Path(cfg["truth_path"])) if cfg.get("truth_path") else None
         predicted: Frames = {}
         processed: list[int] = []
         detections: Counter[str] = Counter()
-        first_t = last_t = None
         batch = int(cfg["detector"]["batch"])
-        clock = _Clock()
-        with (tmp / "tracks.jsonl").open("w") as records:
-            pending: list[tuple[int, float, np.ndarray]] = []
-            frame_iter = iter(frames)
-            done = False
-            while not done:
-                for frame in frame_iter:  # decode until a batch of processed frames is ready
-                    result["frames_decoded"] += 1
-                    first_t = frame.time if first_t is None else first_t
-                    last_t = frame.time
-                    if sampler.wants(frame.time):
-                        pending.append((frame.index, frame.time, frame.bgr()))
-                        if len(pending) == batch:
-                            break
-                else:
-                    done = True
-                clock.lap("decode")
-                if not pending:
-                    break
+        pad = detector.runtime in ("openvino", "ort-trt")  # sessions per batch size: keep one size, no recompiles
+        split: Counter[str] = Counter()
+        decoded: dict[str, Any] = {"frames": 0, "first_t": None, "last_t": None}
+        with (
+            (tmp / "tracks.jsonl").open("w") as records,
+            ThreadPoolExecutor(1, "decode") as decode_pool,
+            ThreadPoolExecutor(1, "write") as write_pool,
+        ):
+            writes: deque[Future] = deque()
+            batches = _batches(frames, sampler, batch, decoded, split)
+            for pending in _prefetch(batches, decode_pool):  # the next batch decodes while this one is detected
+                tick = time.perf_counter()
                 images = [image for _, _, image in pending]
                 if slicing.enabled:
                     found = [sliced_predict(detector, image, slicing) for image in images]
                 else:
-                    found = detector.predict(images, batch=batch)
-                clock.lap("detect")
+                    padded = images + images[-1:] * (batch - len(images)) if pad else images
+                    found = detector.predict(padded, batch=batch)[: len(images)]
+                now = time.perf_counter()
+                split["detect"] += now - tick
                 for (index, t, image), det in zip(pending, found):
                     if class_ids is not None:
                         det = det.filter(classes=class_ids)
                     detections.update(names.get(int(c), str(c)) for c in det.class_id)
+                    if result["frames_processed"] == 0:
+                        set_gmc_downscale(tracker, cfg["tracker"].get("gmc_downscale"), image.shape[:2])
                     rows = tracker.update(tracker_input(det, image.shape[:2]), image)
                     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 8)
-                    frame_records = tracks.update(index, t, rows, image)
-                    clock.lap("track")
-                    for record in frame_records:
+                    for record in tracks.update(index, t, rows, image):
                         records.write(json.dumps(record) + "\n")
-                    if writer is not None:
-                        writer.write(annotator.draw(image, rows))
-                    clock.lap("write")
+                    if writer is not None:  # drawn and encoded beside the detection of the next frames
+                        writes.append(write_pool.submit(_write_frame, writer, annotator, image, rows, split))
+                        while len(writes) > 2 * batch or (writes and writes[0].done()):
+                            writes.popleft().result()
                     result["frames_processed"] += 1
                     if truth is not None:
                         processed.append(index)
                         predicted[index] = (rows[:, 4].astype(np.int64), rows[:, :4])
-                pending = []
+                split["track"] += time.perf_counter() - now
+            while writes:
+                writes.popleft().result()
+        result["frames_decoded"] = decoded["frames"]
+        first_t, last_t = decoded["first_t"], decoded["last_t"]
         check_complete(info, last_t, end_s=cfg["end_s"])
         sightings = tracks.sightings(
             names,
@@ -225,7 +254,6 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
         if writer is not None:
             writer.close()
             writer = None
-        clock.lap("write")
         footage = (last_t - first_t) + 1.0 / (info["fps"] or out_fps) if last_t is not None else 0.0
         seconds = time.perf_counter() - started
         result.update(
@@ -233,7 +261,7 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
             runtime=detector.runtime,
             footage_s=round(footage, 3),
             seconds=round(seconds, 3),
-            time_split_s={k: round(v, 3) for k, v in sorted(clock.split.items())},
+            time_split_s={k: round(v, 3) for k, v in sorted(split.items())},
             frames_per_s=round(result["frames_processed"] / seconds, 2) if seconds else None,
             realtime_factor=round(footage / seconds, 2) if seconds else None,
             detections=dict(sorted(detections.items())),
