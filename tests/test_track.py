@@ -318,3 +318,23 @@ def test_ray_gives_the_local_result(footage: dict[str, Any], tmp_path: Path) -> 
     for name in ("DJI_20260314_a", "flightB"):
         a = (tmp_path / "local" / "videos" / name / "tracks.jsonl").read_text()
         assert a == (tmp_path / "ray" / "videos" / name / "tracks.jsonl").read_text()
+
+
+def test_cvat_video_ground_truth_is_interpolated_and_scored(tmp_path: Path) -> None:
+    xml = tmp_path / "annotations.xml"
+    xml.write_text(
+        """<annotations><version>1.1</version>
+  <meta><task><size>4</size><original_size><width>64</width><height>48</height></original_size></task></meta>
+  <track id="7" label="car" source="manual">
+    <box frame="0" keyframe="1" outside="0" occluded="0" xtl="0" ytl="0" xbr="10" ybr="10" z_order="0"/>
+    <box frame="2" keyframe="1" outside="0" occluded="0" xtl="4" ytl="2" xbr="14" ybr="12" z_order="0"/>
+    <box frame="3" keyframe="1" outside="1" occluded="0" xtl="4" ytl="2" xbr="14" ybr="12" z_order="0"/>
+  </track></annotations>"""
+    )
+    truth = load_truth("cvat-video", xml)
+    assert sorted(f for f, (ids, _) in truth.items() if len(ids)) == [0, 1, 2]  # outside from frame 3
+    assert truth[1][0].tolist() == [7] and truth[1][1].tolist() == [[2.0, 1.0, 12.0, 11.0]]
+    scored = mot_metrics(truth, {f: (np.array([1]), b) for f, (ids, b) in truth.items() if len(ids)}, range(4))
+    assert (scored["MOTA"], scored["IDF1"], scored["gt_objects"]) == (1.0, 1.0, 1)
+    with pytest.raises(DroneVisionError, match="labels.format must be visdrone-vid or cvat-video"):
+        load_truth("mot17", xml)

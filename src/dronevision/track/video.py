@@ -7,14 +7,13 @@ so an interrupted run leaves no half-done video that a re-run would take as done
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dronevision.schema import Detections
+from dronevision.track.report import write_csv
 from dronevision.track.sightings import SIGHTING_COLUMNS, TrackLog
 
 log = logging.getLogger(__name__)
@@ -89,13 +89,6 @@ def skip_frames(setting: str | None, every_s: float) -> str | None:
 def release_detectors() -> None:
     """Drop the detectors this process loaded (their sessions, threads and memory)."""
     _DETECTORS.clear()
-
-
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def set_gmc_downscale(tracker: Any, setting: int | str | None, shape: tuple[int, int]) -> None:
@@ -292,7 +285,7 @@ def _write_sightings(folder: Path, sightings: list[dict[str, Any]], tracks: Trac
     """``sightings.csv``, ``sightings.json`` and ``thumbnails/<id>.jpg``; returns the contact sheet's cells."""
     import cv2
 
-    _write_csv(folder / "sightings.csv", sightings, SIGHTING_COLUMNS)
+    write_csv(folder / "sightings.csv", sightings, SIGHTING_COLUMNS)
     (folder / "sightings.json").write_text(json.dumps(sightings, indent=1) + "\n")
     thumbs = []
     (folder / "thumbnails").mkdir(exist_ok=True)
