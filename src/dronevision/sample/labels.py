@@ -164,14 +164,19 @@ def prelabel_frames(out_dir: Path, results: Sequence[dict[str, Any]], cfg: DictC
     }
 
 
-def check_label_config(cfg: DictConfig) -> None:
-    """Refuse a bad labels/prelabel setting before any video is decoded."""
-    fmt = cfg.labels.get("format")
+def check_labels(labels: Mapping[str, Any]) -> None:
+    """Refuse a bad ``labels.format``/``labels.path`` (the footage's own annotations; sample and track)."""
+    fmt = labels.get("format")
     if fmt:
         if fmt not in LABEL_FORMATS:
             raise DroneVisionError(f"labels.format must be one of {', '.join(LABEL_FORMATS)}, got '{fmt}'")
-        if not cfg.labels.get("path") or not Path(str(cfg.labels.path)).expanduser().exists():
-            raise DroneVisionError(f"labels.path {cfg.labels.get('path')} does not exist")
+        if not labels.get("path") or not Path(str(labels["path"])).expanduser().exists():
+            raise DroneVisionError(f"labels.path {labels.get('path')} does not exist")
+
+
+def check_label_config(cfg: DictConfig) -> None:
+    """Refuse a bad labels/prelabel setting before any video is decoded."""
+    check_labels(cfg.labels)
     weights = cfg.prelabel.get("weights")
     if weights and not Path(str(weights)).expanduser().exists():
         raise DroneVisionError(f"prelabel.weights {weights} does not exist")

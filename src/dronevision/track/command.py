@@ -36,16 +36,14 @@ RESULT_KEYS = ("detector", "slicing", "tracker", "sightings", "video", "labels",
                "classes", "image_fps", "skip_frames")  # fmt: skip
 
 
-def file_sha256(path: Path) -> str:
-    """Content hash of a file, or of every file of a folder (an image sequence, an OpenVINO IR) in name order."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode() if path.is_dir() else b"")
-        with file.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+def content_sha256(path: Path) -> str:
+    """Content hash of a file, or of a folder's files with their relative names (an image sequence, an IR)."""
+    from dronevision.dataset.writer import sha256_file
+
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256("".join(f"{p.relative_to(path)} {sha256_file(p)}\n" for p in files).encode()).hexdigest()
 
 
 def check_out_dir(out_dir: Path, model: Path, model_sha: str, *, overwrite: bool) -> None:
@@ -112,10 +110,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
     from dronevision.executor import run_tasks
-    from dronevision.infer.model import ir_xml
     from dronevision.sample.command import video_ids
     from dronevision.sample.decode import find_inputs
-    from dronevision.sample.labels import LABEL_FORMATS, annotation_for
+    from dronevision.sample.labels import annotation_for, check_labels
     from dronevision.track.video import detector_for, track_video
     from dronevision.train.trainer import interruptible
 
@@ -127,14 +124,11 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     model = Path(str(cfg.weights)).expanduser().resolve()
     if not model.exists():
         raise DroneVisionError(f"model {model} does not exist")
+    check_labels(cfg.labels)
     fmt, labels_path = cfg.labels.get("format"), cfg.labels.get("path")
-    if fmt and fmt not in LABEL_FORMATS:
-        raise DroneVisionError(f"labels.format must be one of {', '.join(LABEL_FORMATS)}, got '{fmt}'")
-    if fmt and (not labels_path or not Path(str(labels_path)).exists()):
-        raise DroneVisionError(f"labels.path {labels_path} does not exist")
     inputs = find_inputs(str(cfg.input))
     out_dir = resolve_out_dir(cfg)
-    model_sha = file_sha256(model if model.is_dir() else ir_xml(model) if model.suffix == ".xml" else model)
+    model_sha = content_sha256(model.parent if model.suffix.lower() == ".xml" else model)  # an IR: .xml and .bin
     check_out_dir(out_dir, model, model_sha, overwrite=bool(cfg.overwrite))
 
     task_cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -149,7 +143,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm import tqdm
 
     for path, vid in zip(tqdm(inputs, desc="hashing", unit="video", leave=False), video_ids(inputs)):
-        sha = file_sha256(path) if path.exists() else ""
+        sha = content_sha256(path) if path.exists() else ""
         done = _done(out_dir, vid, sha, task_cfg["fingerprint"])
         results.append(done)
         if done is None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dronevision.errors import DroneVisionError
+from dronevision.infer.merge import pairwise_overlap
 
 Frames = dict[int, tuple[np.ndarray, np.ndarray]]  # frame -> (object ids (N,), xyxy (N, 4))
 
@@ -60,15 +61,6 @@ def load_truth(fmt: str, path: Path) -> Frames:
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def _contiguous(ids: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
     unique = np.unique(np.concatenate([np.asarray(i, np.int64) for i in ids])) if ids else np.zeros(0, np.int64)
     return [np.searchsorted(unique, np.asarray(i, np.int64)) for i in ids], len(unique)
@@ -94,7 +86,7 @@ def mot_metrics(truth: Frames, predicted: Frames, frames: Sequence[int], *, iou:
         "num_tracker_dets": sum(len(t[0]) for t in tr),
         "gt_ids": gt_ids,
         "tracker_ids": tr_ids,
-        "similarity_scores": [_iou(g[1], t[1]) for g, t in zip(gt, tr)],
+        "similarity_scores": [pairwise_overlap(g[1], t[1], match="iou") for g, t in zip(gt, tr)],
     }
     config = {"THRESHOLD": iou, "PRINT_CONFIG": False}
     clear, identity, hota = (
