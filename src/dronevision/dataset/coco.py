@@ -124,8 +124,8 @@ def parse_coco(data: dict[str, Any], *, root: Path, issues: Issues, where: str) 
 
     ``bbox`` ``[x, y, w, h]`` becomes ``xyxy``; ``iscrowd=1`` annotations become ignored regions. Images without
     annotations are kept, with no boxes. A bad image, annotation or category goes to ``issues`` and is left out
-    (annotations of a left-out image go with it). A document without an ``images`` list, or whose
-    ``annotations``/``categories`` are not lists, raises whatever the policy: nothing can be read from it.
+    (annotations of a left-out image go with it, counted in ``issues.dropped``). A document without an ``images``
+    list, or whose ``annotations``/``categories`` are not lists, raises whatever the policy: nothing can be read.
 
     Args:
         data: the parsed JSON.
@@ -190,8 +190,8 @@ def parse_coco(data: dict[str, Any], *, root: Path, issues: Issues, where: str) 
             continue
         entry = entries.get(image_id)
         if entry is None:
-            if image_id in first_index:  # its image was reported and left out; the annotation goes with it
-                log.debug("%s: left out with its image", rec)
+            if image_id in first_index:  # its image was reported and left out; the annotation goes with it, counted
+                issues.drop("annotation_of_skipped_image")
             else:
                 issues.report("label_without_image", rec, f"image_id {_short(image_id)} is not in images")
             continue

@@ -6,7 +6,8 @@ changed). Only ``rectanglelabels`` regions are read; other region types are coun
 
 :func:`parse_label_studio` checks a loaded JSON document without touching the disk; :func:`read_label_studio` reads
 the file and checks that the images exist. A task with any bad region is reported once and left out whole: a partly
-read task would teach the model that the dropped object is background.
+read task would teach the model that the dropped object is background. Regions of other types in kept tasks are
+counted in ``issues.dropped`` (``not_a_box:<type>``), so that they show in the build's summary.
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def _region(result: Any) -> tuple[str, XYXY, tuple[int, int]] | None:
     return labels[0], xyxy, size
 
 
-def _task(task: Any, url_prefix: str, ignored: Counter[str]) -> tuple[str, list[str], list[XYXY], Any]:
-    """``(relative image path, labels, xyxy, (w, h) or None)`` of one task, or :class:`_Bad`."""
+def _task(task: Any, url_prefix: str) -> tuple[str, list[str], list[XYXY], Any, Counter[str]]:
+    """``(relative image path, labels, xyxy, (w, h) or None, other region types)`` of one task, or :class:`_Bad`."""
     if not isinstance(task, dict):
         raise _Bad("bad_format", f"expected a task object with 'data', got {type(task).__name__}")
     name = _image_name(task.get("data"), url_prefix)
@@ -193,13 +194,14 @@ def _task(task: Any, url_prefix: str, ignored: Counter[str]) -> tuple[str, list[
     labels: list[str] = []
     boxes: list[XYXY] = []
     resolution_wh = None
+    other: Counter[str] = Counter()
     for index, result in enumerate(results):
         try:
             region = _region(result)
         except _Bad as bad:
             raise _Bad(bad.kind, f"{origin}.result[{index}]: {bad.message}") from None
         if region is None:
-            ignored[str(result.get("type"))] += 1
+            other[str(result.get("type"))] += 1
             continue
         label, xyxy, size = region
         if resolution_wh is not None and size != resolution_wh:
@@ -208,7 +210,7 @@ def _task(task: Any, url_prefix: str, ignored: Counter[str]) -> tuple[str, list[
         resolution_wh = size
         labels.append(label)
         boxes.append(xyxy)
-    return name, labels, boxes, resolution_wh
+    return name, labels, boxes, resolution_wh, other
 
 
 def parse_label_studio(
@@ -219,7 +221,8 @@ def parse_label_studio(
     Boxes come from the first annotation that is not ``was_cancelled``, else from ``predictions[0]``; a task with
     neither has no boxes. Regions are percentages of ``original_width``/``original_height`` and become pixel
     ``xyxy``; rotated regions are refused. Issue kinds: ``bad_format``, ``non_numeric``, ``negative_size`` and
-    ``path_escape``; a bad task is reported and left out whole.
+    ``path_escape``; a bad task is reported and left out whole. Regions that are not ``rectanglelabels`` are counted
+    in ``issues.dropped`` as ``not_a_box:<type>``.
 
     Args:
         data: the parsed JSON.
@@ -252,13 +255,14 @@ def parse_label_studio(
     for index, task in enumerate(data):
         rec = _task_where(where, index, task)
         try:
-            name, labels, boxes, resolution_wh = _task(task, url_prefix, ignored)
+            name, labels, boxes, resolution_wh, other = _task(task, url_prefix)
         except _Bad as bad:
             issues.report(bad.kind, rec, bad.message)
             continue
         path = safe_join(root, name, issues=issues, where=rec)
         if path is None:
             continue
+        ignored.update(other)
         records.append(
             SourceImage(
                 image=path,
@@ -270,6 +274,8 @@ def parse_label_studio(
                 where=rec,
             )
         )
+    for kind, n in sorted(ignored.items()):
+        issues.drop(f"not_a_box:{kind}", n)
     if ignored:
         kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(ignored.items()))
         log.info("%s: ignored %d regions that are not rectanglelabels (%s)", where, sum(ignored.values()), kinds)

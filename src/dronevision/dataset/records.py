@@ -145,18 +145,29 @@ def json_number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's content, without the byte-order mark that Windows tools put first.
+
+    Raises:
+        DroneVisionError: the file is missing, cannot be read or is not UTF-8 (one line naming it).
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DroneVisionError(f"{path}: {what} does not exist") from None
+    except UnicodeDecodeError as e:
+        utf16 = e.object[:2] in (b"\xff\xfe", b"\xfe\xff")
+        hint = "UTF-16 text: save it as UTF-8" if utf16 else f"byte {e.start}"
+        raise DroneVisionError(f"{path}: not UTF-8 text ({hint}; a {what} was expected)") from None
+    except OSError as e:
+        raise DroneVisionError(f"{path}: cannot be read ({e.strerror})") from None
+
+
 def load_json(path: Path, what: str) -> object:
     """Read a JSON file; anything unreadable is a :class:`DroneVisionError` naming the file (and line)."""
     import json
 
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DroneVisionError(f"{path}: {what} does not exist") from None
-    except UnicodeDecodeError:
-        raise DroneVisionError(f"{path}: not UTF-8 text (a {what} was expected)") from None
-    except OSError as e:
-        raise DroneVisionError(f"{path}: cannot be read ({e.strerror})") from None
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dronevision.dataset.records import Issues, SourceImage
+from dronevision.dataset.records import Issues, SourceImage, read_text
 from dronevision.dataset.yolo import IMAGE_SUFFIXES
 from dronevision.errors import DroneVisionError
 
@@ -37,6 +37,7 @@ CATEGORIES = (
     "others",
 )
 OTHERS = 11
+ANNOTATION = "VisDrone annotation file"  # for messages
 
 
 @dataclass
@@ -177,7 +178,10 @@ def read_visdrone_det(path: Path, *, issues: Issues, keep_others: bool = False) 
             issues.report("image_without_label", str(image), "image has no annotation file in annotations/")
             continue
         boxes = parse_visdrone_lines(
-            labels[stem].read_text().splitlines(), source=labels[stem], issues=issues, keep_others=keep_others
+            read_text(labels[stem], ANNOTATION).splitlines(),
+            source=labels[stem],
+            issues=issues,
+            keep_others=keep_others,
         ).get(0, ParsedBoxes())
         yield _record(image, stem, "", boxes, where=str(labels[stem]))
 
@@ -202,7 +206,11 @@ def read_visdrone_vid(
             continue
         frames = _image_files(folder)
         by_frame = parse_visdrone_lines(
-            labels[seq].read_text().splitlines(), source=labels[seq], issues=issues, video=True, keep_others=keep_others
+            read_text(labels[seq], ANNOTATION).splitlines(),
+            source=labels[seq],
+            issues=issues,
+            video=True,
+            keep_others=keep_others,
         )
         numbered = {}
         for stem, image in frames.items():

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from dronevision.dataset.records import ImageBoxes, Issues, SourceImage, check_items, label_names
+from dronevision.dataset.records import ImageBoxes, Issues, SourceImage, check_items, label_names, read_text
 from dronevision.errors import DroneVisionError
 from dronevision.schema import Detections
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLITS = ("train", "val", "test")
+LABEL = "YOLO label file"  # for messages
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _split_images(entry: Any, *, root: Path, source: Path, split: str) -> tuple[
         if path.is_dir():
             images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.is_file() and path.suffix == ".txt":
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            lines = [line.strip() for line in read_text(path, "list of images").splitlines() if line.strip()]
             images += [(path.parent / line).resolve() for line in lines]
         else:
             raise DroneVisionError(f"{source}: {split} path '{item}' does not exist (looked for {path})")
@@ -111,7 +112,7 @@ def load_yolo_dataset(path: Path | str) -> YoloDataset:
             raise DroneVisionError(f"{path}: no data.yaml in this folder")
         path = found
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path, "data.yaml"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -200,7 +201,7 @@ def manifest_lines(dataset: YoloDataset) -> list[str]:
         for image in images:
             label = label_path(image)
             if label.is_file():
-                parse_label_lines(label.read_text().splitlines(), n_classes=len(dataset.names), source=label)
+                parse_label_lines(read_text(label, LABEL).splitlines(), n_classes=len(dataset.names), source=label)
             for f in (image, label):
                 if f is image and not f.is_file():
                     raise DroneVisionError(f"{f}: image listed in the {split} split does not exist")
@@ -249,7 +250,7 @@ def read_yolo(
         splits = dataset.splits
     else:
         if names is None and (path / "classes.txt").is_file():
-            names = [n.strip() for n in (path / "classes.txt").read_text().splitlines() if n.strip()]
+            names = [n.strip() for n in read_text(path / "classes.txt", "class list").splitlines() if n.strip()]
         if not names:
             raise DroneVisionError(f"{path}: a YOLO folder without data.yaml needs classes.txt or source.names")
         class_names = dict(enumerate(names))
@@ -265,7 +266,7 @@ def read_yolo(
                 continue
             wh = image_size(image)
             rows = parse_label_lines(
-                label.read_text().splitlines(), n_classes=len(class_names), source=label, issues=issues
+                read_text(label, LABEL).splitlines(), n_classes=len(class_names), source=label, issues=issues
             )
             arr = np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4) * np.tile(wh, 2)
             xyxy = np.concatenate([arr[:, :2] - arr[:, 2:] / 2, arr[:, :2] + arr[:, 2:] / 2], axis=1)

@@ -53,7 +53,8 @@ def load_dataset_ground_truth(
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         from dronevision.dataset import label_path, load_yolo_dataset, parse_label_lines
-        from dronevision.dataset.yolo import image_size
+        from dronevision.dataset.records import read_text
+        from dronevision.dataset.yolo import LABEL, image_size
         from dronevision.evaluate.core import yolo_to_xyxy
 
         yolo = load_yolo_dataset(path)
@@ -62,13 +63,13 @@ def load_dataset_ground_truth(
         items = []
         for image in yolo.splits[split]:
             wh, label = image_size(image), label_path(image)
-            lines = label.read_text().splitlines() if label.is_file() else []
+            lines = read_text(label, LABEL).splitlines() if label.is_file() else []
             rows = parse_label_lines(lines, n_classes=len(yolo.names), source=label)
             items.append(GroundTruthImage(str(image), wh, yolo_to_xyxy(rows, wh), np.zeros((0, 4))))
         return items, dict(yolo.names), yolo.yaml_path
-    import json
+    from dronevision.dataset.records import load_json
 
-    manifest = json.loads(manifest_path.read_text())
+    manifest: Any = load_json(manifest_path, "dataset manifest")
     items = []
     for entry in manifest["entries"]:
         if entry["split"] != split:

@@ -7,6 +7,10 @@ VisDrone result files (one ``<image stem>.txt`` per image, what the official Vis
 Lines are written best score first: the toolkit keeps the first N lines of a file, not the N best. Coordinates have
 3 decimals, scores 6 significant digits. ``category`` is VisDrone's category id (``pedestrian`` 1 ... ``motor`` 10,
 ``others`` 11), found by class name when every class name is a VisDrone category name, else our class id + 1.
+
+Files made elsewhere are checked line by line (record by record in JSON): a score outside 0..1 (or not a number), a
+box that is not finite or has a negative size, or a category the dataset does not have raises one line naming the
+file and the line or record. The evaluate command has no skip option: a results file is scored whole or not at all.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from dronevision.dataset.visdrone import CATEGORIES
+from dronevision.dataset.records import json_number, load_json, read_text
+from dronevision.dataset.visdrone import CATEGORIES, OTHERS
 from dronevision.errors import DroneVisionError
 from dronevision.schema import Detections
 
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 # An image without detections gets this line instead of an empty file, which the MATLAB toolkit cannot index
 # (``det(1:0, 6)`` of a 0x0 matrix). Category 0 (ignored regions) is never scored, so it changes no number.
 PLACEHOLDER_LINE = "0,0,1,1,0,0,-1,-1"
+FIELDS = ("left", "top", "width", "height", "score", "category")  # of a result line, for messages
 
 
 # --- pure core -----------------------------------------------------------------------------------------------------
@@ -68,12 +74,14 @@ def visdrone_result_lines(det: Detections, category_ids: Mapping[int, int]) -> l
 
 
 def parse_visdrone_result_lines(
-    lines: Sequence[str], *, source: str, class_of_category: Mapping[int, int]
+    lines: Sequence[str], *, source: str, class_of_category: Mapping[int, int], strict: bool = False
 ) -> tuple[Detections, int]:
     """Parse VisDrone result lines into detections with our class ids, and count the lines of no class of ours.
 
-    Those lines keep class id -1: never scored, but still counted in the toolkit's first-500 per image. Blank lines
-    and a trailing comma are tolerated; anything else wrong raises, naming ``source:line``.
+    Those lines keep class id -1: never scored, but still counted in the toolkit's first-500 per image. With
+    ``strict``, only 0 (ignored regions, the placeholder line) and 11 (``others``) may be such categories: any other
+    category the dataset does not have raises. Blank lines and a trailing comma are tolerated; anything else wrong
+    (a score outside 0..1 included) raises, naming ``source:line``.
 
     Examples:
         >>> det, n_other = parse_visdrone_result_lines(["1,2,3,4,0.5,4,-1,-1", "0,0,1,1,0,0,-1,-1"], source="a.txt",
@@ -84,6 +92,10 @@ def parse_visdrone_result_lines(
         Traceback (most recent call last):
         ...
         dronevision.errors.DroneVisionError: a.txt:1: not a number: 'x' (expected <left>,<top>,<width>,<height>,...
+        >>> parse_visdrone_result_lines(["1,2,3,4,1.5,4"], source="a.txt", class_of_category={4: 0})
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: a.txt:1: score 1.5 is not a confidence in 0..1
     """
     xyxy, class_id, score = [], [], []
     n_other = 0
@@ -103,12 +115,20 @@ def parse_visdrone_result_lines(
             except ValueError:
                 raise DroneVisionError(f"{where}: not a number: {f!r} ({expected})") from None
         if not all(map(math.isfinite, values)):
-            raise DroneVisionError(f"{where}: not a finite number: {text!r}")
+            bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+            raise DroneVisionError(f"{where}: not a finite number: {FIELDS[bad]} {fields[bad]!r} in {text!r}")
         left, top, w, h, s, category = values[:6]
+        if not 0 <= s <= 1:
+            raise DroneVisionError(f"{where}: score {fields[4]} is not a confidence in 0..1")
         if w < 0 or h < 0:
             raise DroneVisionError(f"{where}: negative width or height: {text!r}")
         if category != int(category) or category < 0:
             raise DroneVisionError(f"{where}: category {fields[5]} is not a category id (an integer >= 0)")
+        if strict and int(category) not in class_of_category and int(category) not in (0, OTHERS):
+            ours = sorted(class_of_category)
+            raise DroneVisionError(
+                f"{where}: category {fields[5]} is not one of the dataset's {ours} (nor 0 or {OTHERS}, never scored)"
+            )
         cls = class_of_category.get(int(category), -1)
         n_other += cls < 0
         xyxy.append([left, top, left + w, top + h])
@@ -198,17 +218,14 @@ def map_coco_results(
         if not isinstance(rec, dict) or not {"image_id", "category_id", "bbox", "score"} <= rec.keys():
             raise DroneVisionError(f"{where}: needs image_id, category_id, bbox and score, got {str(rec)[:80]}")
         bbox, score = rec["bbox"], rec["score"]
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in [*bbox, score])
-            or bbox[2] < 0
-            or bbox[3] < 0
-        ):
-            raise DroneVisionError(f"{where}: bbox must be 4 finite numbers [x, y, w >= 0, h >= 0], score a number")
+        numbers = [json_number(v) for v in bbox] if isinstance(bbox, list) else []
+        if len(numbers) != 4 or None in numbers or bbox[2] < 0 or bbox[3] < 0:
+            raise DroneVisionError(f"{where}: bbox must be 4 finite numbers [x, y, w >= 0, h >= 0], got {bbox!r:.80}")
+        if json_number(score) is None or not 0 <= score <= 1:
+            raise DroneVisionError(f"{where}: score {score!r:.40} is not a confidence in 0..1")
         if isinstance(rec["image_id"], bool) or not isinstance(rec["image_id"], (int, str)):
             raise DroneVisionError(f"{where}: image_id must be an integer or a string, got {rec['image_id']!r}")
-        if rec["category_id"] not in categories:
+        if isinstance(rec["category_id"], bool) or rec["category_id"] not in categories:
             raise DroneVisionError(f"{where}: category_id {rec['category_id']!r} is not in {sorted(categories)}")
         out.append({"image_id": rec["image_id"], "category_id": rec["category_id"], "bbox": bbox, "score": score})
     names = [rec.get("file_name") if isinstance(rec, dict) else None for rec in records]
@@ -280,7 +297,9 @@ def read_visdrone_results(folder: Path | str, class_names: Mapping[int, str]) ->
 
     Lines of categories that are none of ``class_names`` (the placeholder of an image without detections, category 0,
     or ``others`` when there is no such class) are left out and counted in the log: the toolkit never scores them,
-    though it would count them among an image's first 500.
+    though it would count them among an image's first 500. Any other category the dataset does not have, or a score
+    outside 0..1, raises (see :func:`parse_visdrone_result_lines`); files are read as UTF-8, a byte-order mark
+    dropped.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -289,7 +308,10 @@ def read_visdrone_results(folder: Path | str, class_names: Mapping[int, str]) ->
     out, n_other = {}, 0
     for path in sorted(folder.glob("*.txt")):
         det, n = parse_visdrone_result_lines(
-            path.read_text().splitlines(), source=str(path), class_of_category=class_of_category
+            read_text(path, "VisDrone result file").splitlines(),
+            source=str(path),
+            class_of_category=class_of_category,
+            strict=True,
         )
         out[path.stem] = det[det.class_id >= 0]
         n_other += n
@@ -316,13 +338,10 @@ def write_coco_results(
 
 
 def read_coco_results(path: Path | str, ground_truth: Mapping[str, Any], *, match: str = "auto") -> list[dict]:
-    """Read a COCO results JSON (a list of records) mapped onto the ground truth's images (see
-    :func:`map_coco_results`)."""
+    """Read a COCO results JSON (a list of records; UTF-8, a byte-order mark dropped) mapped onto the ground truth's
+    images (see :func:`map_coco_results`)."""
     path = Path(path)
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DroneVisionError(f"{path}: cannot be read as JSON ({e})") from None
+    records = load_json(path, "COCO results file")
     return map_coco_results(records, ground_truth, source=str(path), match=match)
 
 
