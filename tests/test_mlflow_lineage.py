@@ -125,6 +125,8 @@ def test_training_logs_the_dataset_input_and_a_registered_model_that_loads_offli
         "experiment": "dronevision",
         "ok": True,
         "error": None,
+        "pending": None,
+        "sync": None,
     }
 
     # the ONNX export names its run, so later stages find it from the file alone

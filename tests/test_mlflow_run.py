@@ -73,6 +73,8 @@ def test_summary_block_names_the_run_and_keeps_a_stages_own_keys(tmp_path: Path)
         "experiment": "exp",
         "ok": True,
         "error": None,
+        "pending": None,
+        "sync": None,
         "attached_to_model_run": False,
     }
     assert RunRef.from_summary({"mlflow": run.summary()}) == run.ref == RunRef(uri, str(run.run_id))
@@ -84,6 +86,8 @@ def test_summary_block_names_the_run_and_keeps_a_stages_own_keys(tmp_path: Path)
         "experiment": None,
         "ok": False,
         "error": "no run",
+        "pending": None,
+        "sync": None,
         "found_in": None,
     }
 

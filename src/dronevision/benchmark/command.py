@@ -151,7 +151,7 @@ def _track(summary: dict[str, Any], entries: Mapping[str, Any], out_dir: Path, f
         summary["mlflow"] = MlflowRun.untracked(reason, found_in=None)
         write_summary(out_dir, summary)
         return
-    tracker = MlflowRun.attach(found.tracking_uri, found.run_id)
+    tracker = MlflowRun.attach(found.tracking_uri, found.run_id, out_dir=out_dir)
     metrics: dict[str, float] = {}
     for name, entry in entries.items():
         for batch, res in entry.get("batches", {}).items():

@@ -176,13 +176,13 @@ def compute_metrics(protocol: str, truth: GroundTruth, predictions: Sequence[Det
 def _track(cfg: DictConfig, weights: Path | None, out_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Log the evaluation to the model's MLflow training run when known, else to a new run; returns summary.json's
     ``mlflow`` block."""
-    from dronevision.mlflow_run import MlflowRun, find_training_run, flatten
+    from dronevision.mlflow_run import MlflowRun, find_training_run, flatten, limits
 
     found = find_training_run(weights) if weights is not None else None
     if found is not None:
-        tracker, own = MlflowRun.attach(found.tracking_uri, found.run_id), False
+        tracker, own = MlflowRun.attach(found.tracking_uri, found.run_id, out_dir=out_dir, **limits(cfg.mlflow)), False
     else:
-        tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name"))
+        tracker = MlflowRun.from_config(cfg.mlflow, out_dir)
         tracker.start(tags={"dronevision.stage": "evaluate"})
         own = True
         tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))

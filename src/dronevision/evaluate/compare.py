@@ -186,7 +186,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     fmt = [[f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else v) for v in row] for row in rows]
     (out_dir / "compare.md").write_text(md_table(header, fmt) + "\n")
     plot_compare(header, rows, out_dir / "compare.png")
-    tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name")).start(
+    tracker = MlflowRun.from_config(cfg.mlflow, out_dir).start(
         tags={"dronevision.stage": "compare", "compared_runs": ",".join(e["run_id"] for e in entries)}
     )
     for name in ("compare.csv", "compare.md", "compare.png"):

@@ -155,7 +155,7 @@ def _log_to_training_run(found: RunRef | None, out_dir: Path, summary: dict[str,
         error = "no training run found (no mlflow_run.json or training summary.json up to 3 folders above the weights)"
         summary["mlflow"] = MlflowRun.untracked(error)
         return None
-    tracker = MlflowRun.attach(found.tracking_uri, found.run_id)
+    tracker = MlflowRun.attach(found.tracking_uri, found.run_id, out_dir=out_dir)
     folder = f"export/{out_dir.name}"
     metrics = {f"export/pt/{k}": v for k, v in (summary["pt_metrics"] or {}).items()}
     for name, variant in summary["variants"].items():

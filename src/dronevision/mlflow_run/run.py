@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import subprocess
-import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from dronevision.errors import first_line
 from dronevision.mlflow_run.ref import RunRef
+from dronevision.mlflow_run.spool import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, Spool, apply, http_limits, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -81,52 +80,69 @@ def default_artifact_location(tracking_uri: str) -> str | None:
 @contextmanager
 def _fail_fast() -> Iterator[None]:
     """While probing a server, do not retry for minutes: one quick try tells whether it is there."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextmanager
-def _global_store(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking URI at ``tracking_uri`` for a while, then back.
-
-    A local registry store looks the logged model behind a ``models:/<id>`` source up in the global store (not in
-    the client's), and would otherwise create an empty ``./mlflow.db`` and fail.
-    """
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with _use_tracking_uri(tracking_uri):
+    with http_limits(10, 0):
         yield
 
 
 class MlflowRun:
-    """One MLflow run, driven through ``MlflowClient`` (no global active run to leak into other code)."""
+    """One MLflow run, driven through ``MlflowClient`` (no global active run to leak into other code).
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None) -> None:
+    Every call waits at most about ``timeout_s`` x (``retries`` + 1) on the store. The first call that fails logs
+    one warning and switches the store off for the rest of the run; with ``out_dir`` given, that call and every later
+    one are kept in ``<out_dir>/mlflow_pending/`` (see :mod:`dronevision.mlflow_run.spool`) for
+    ``python -m dronevision.mlflow_run sync out_dir=<out_dir>`` to send later, as the same run.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        *,
+        out_dir: Path | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
         self.run_id: str | None = None
         self.error: str | None = None
+        self.timeout_s, self.retries = float(timeout_s), int(retries)
         self._client: Any = None
+        self._spool = Spool(out_dir) if out_dir is not None else None
+        self._kept = 0
 
     @classmethod
-    def attach(cls, tracking_uri: str, run_id: str) -> MlflowRun:
+    def from_config(cls, mlflow_cfg: Mapping[str, Any] | None, out_dir: Path | None = None) -> MlflowRun:
+        """A run (not started yet) as a stage's ``mlflow`` config group describes it, spooling into ``out_dir``."""
+        c = dict(mlflow_cfg or {})
+        return cls(
+            str(c.get("tracking_uri")),
+            str(c.get("experiment") or "dronevision"),
+            c.get("run_name"),
+            out_dir=out_dir,
+            **limits(c),
+        )
+
+    @classmethod
+    def attach(
+        cls,
+        tracking_uri: str,
+        run_id: str,
+        *,
+        out_dir: Path | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+    ) -> MlflowRun:
         """An existing run (e.g. the training's) that a later stage adds metrics and artifacts to.
 
         Never creates a store, an experiment or a run; on failure, warns once and carries on without tracking
-        (:attr:`run_id` still names the run it was meant for, for summary.json).
+        (:attr:`run_id` still names the run it was meant for, for summary.json; with ``out_dir``, what the stage
+        logs is kept for :func:`~dronevision.mlflow_run.sync`).
         The run's status is left as it is: call :meth:`end` only on runs you started.
         """
-        tracker = cls(tracking_uri, experiment="")
+        tracker = cls(tracking_uri, experiment="", out_dir=out_dir, timeout_s=timeout_s, retries=retries)
         tracker.run_id = run_id
         try:
             from mlflow.tracking import MlflowClient
@@ -135,7 +151,7 @@ class MlflowRun:
                 db = Path(tracking_uri.removeprefix("sqlite:///"))
                 if not db.is_file():  # MlflowClient would create an empty store there
                     raise FileNotFoundError(f"no MLflow store at {db}")
-            with _fail_fast():
+            with http_limits(tracker.timeout_s, tracker.retries):
                 client = MlflowClient(tracking_uri=tracking_uri)
                 run = client.get_run(run_id)
                 experiment = client.get_experiment(run.info.experiment_id)
@@ -153,6 +169,11 @@ class MlflowRun:
         return self.run_id is not None and self.error is None
 
     @property
+    def pending(self) -> Path | None:
+        """The folder holding what could not be sent, once something is kept there."""
+        return self._spool.dir if self._spool is not None and self._kept else None
+
+    @property
     def ref(self) -> RunRef | None:
         """This run's :class:`RunRef`; None when no run was opened."""
         return RunRef(self.tracking_uri, self.run_id) if self.run_id is not None else None
@@ -160,15 +181,19 @@ class MlflowRun:
     def summary(self, **extra: Any) -> dict[str, Any]:
         """The ``mlflow`` block of a stage's summary.json: where the run is, whether tracking worked, and why not.
 
-        ``extra`` keys (e.g. ``attached_to_model_run``) are kept inside the block. Read it back with
-        :meth:`RunRef.from_summary`.
+        ``pending`` names the folder of what could not be sent (None when everything was), and ``sync`` the
+        command that sends it. ``extra`` keys (e.g. ``attached_to_model_run``) are kept inside the block. Read it
+        back with :meth:`RunRef.from_summary`.
         """
+        pending = self.pending
         return {
             "tracking_uri": self.tracking_uri,
             "run_id": self.run_id,
             "experiment": self.experiment or None,
             "ok": self.active,
             "error": self.error,
+            "pending": str(pending) if pending else None,
+            "sync": sync_command(pending.parent) if pending else None,
             **extra,
         }
 
@@ -180,81 +205,108 @@ class MlflowRun:
             >>> MlflowRun.untracked("no training run found")["ok"]
             False
         """
-        return {"tracking_uri": None, "run_id": None, "experiment": None, "ok": False, "error": reason, **extra}
+        return {
+            "tracking_uri": None,
+            "run_id": None,
+            "experiment": None,
+            "ok": False,
+            "error": reason,
+            "pending": None,
+            "sync": None,
+            **extra,
+        }
 
     def start(self, tags: Mapping[str, str] | None = None) -> MlflowRun:
         """Create the experiment if needed and open the run; on failure, warn once and carry on without."""
+        op = {
+            "op": "start",
+            "experiment": self.experiment,
+            "run_name": self.run_name,
+            "tags": {k: str(v) for k, v in (tags or {}).items()},
+            "time_ms": now_ms(),
+        }
         try:
             from mlflow.tracking import MlflowClient
 
             if urlparse(self.tracking_uri).scheme == "sqlite":
                 Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            with _fail_fast():
+            with http_limits(self.timeout_s, self.retries):
                 client = MlflowClient(tracking_uri=self.tracking_uri)
-                experiment = client.get_experiment_by_name(self.experiment)
-                experiment_id = (
-                    experiment.experiment_id
-                    if experiment is not None
-                    else client.create_experiment(self.experiment, default_artifact_location(self.tracking_uri))
-                )
-                run = client.create_run(experiment_id, run_name=self.run_name, tags=dict(tags or {}))
+                run_id = apply(client, self.tracking_uri, None, op)
         except Exception as e:  # any failure to reach or write the store
             self._fail("start", e)
+            self._keep(op)
             return self
-        self._client, self.run_id = client, run.info.run_id
+        self._client, self.run_id = client, run_id
         log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment, self.tracking_uri)
         return self
 
     def _fail(self, what: str, e: Exception) -> None:
-        self.error = f"{what}: {type(e).__name__}: {first_line(e)}"
-        log.warning("MLflow tracking at %s failed (%s); continuing without tracking", self.tracking_uri, self.error)
+        self.error = f"{what}: {failure_reason(e)}"
+        if self._spool is None:
+            log.warning("MLflow tracking at %s failed (%s); continuing without tracking", self.tracking_uri, self.error)
+        else:
+            log.warning(
+                "MLflow tracking at %s failed (%s); continuing without it, keeping what is not sent in %s; "
+                "send it later with: %s",
+                self.tracking_uri,
+                self.error,
+                self._spool.dir,
+                sync_command(self._spool.out_dir),
+            )
 
-    def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> None:
-        if not self.active:
+    def _keep(self, op: Mapping[str, Any]) -> None:
+        """Spool an op the store did not take (nothing is kept without an out_dir)."""
+        if self._spool is None:
             return
         try:
-            getattr(self._client, fn)(self.run_id, *args, **kwargs)
-        except Exception as e:
-            self._fail(what, e)
+            if not self._kept:  # which run the ops belong to, before the first of them
+                self._spool.append({"op": "run", "tracking_uri": self.tracking_uri, "run_id": self.run_id})
+            self._spool.append(op)
+            self._kept += 1
+        except OSError as e:
+            log.warning("MLflow: could not keep '%s' in %s: %s", op["op"], self._spool.dir, first_line(e))
+
+    def _send(self, op: Mapping[str, Any]) -> Any:
+        """Carry ``op`` out on the store, or keep it when the store failed now or earlier."""
+        if self.active:
+            try:
+                with http_limits(self.timeout_s, self.retries):
+                    return apply(self._client, self.tracking_uri, self.run_id, op)
+            except Exception as e:
+                self._fail(op["op"] if op["op"] != "log_artifact" else f"log_artifact {Path(op['path']).name}", e)
+        self._keep(op)
+        return None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params in batches of 100 (MLflow's limit per call)."""
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:_MAX_PARAM_LENGTH]) for k, v in params.items()]
+        items = [[k, str(v)[:_MAX_PARAM_LENGTH]] for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self._call("log_params", "log_batch", params=items[i : i + 100])
+            self._send({"op": "log_batch", "params": items[i : i + 100]})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log numeric metrics at a step; names are sanitised for MLflow."""
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(sanitize_metric_name(k), float(v), now, step or 0) for k, v in metrics.items()]
-        self._call("log_metrics", "log_batch", metrics=items)
+        now = now_ms()
+        items = [[sanitize_metric_name(k), float(v), now, step or 0] for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):  # MLflow's limit per call
+            self._send({"op": "log_batch", "metrics": items[i : i + 1000]})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set run tags."""
-        from mlflow.entities import RunTag
-
-        self._call("set_tags", "log_batch", tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._send({"op": "log_batch", "tags": [[k, str(v)] for k, v in tags.items()]})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Log a file, or a folder's contents, if it exists."""
-        if not path.exists():
-            return
-        fn = "log_artifacts" if path.is_dir() else "log_artifact"
-        self._call(f"log_artifact {path.name}", fn, str(path), artifact_path)
+        if path.exists():
+            self._send({"op": "log_artifact", "path": str(path), "artifact_path": artifact_path})
 
     def end(self, status: str = "FINISHED") -> None:
         """Close the run with ``FINISHED``, ``FAILED`` or ``KILLED``."""
-        self._call("end", "set_terminated", status=status)
+        self._send({"op": "end", "status": status, "time_ms": now_ms()})
 
     def reopen(self) -> None:
         """Mark an attached run (e.g. a KILLED training being resumed) as running again."""
-        self._call("reopen", "update_run", status="RUNNING")
+        self._send({"op": "update_run", "status": "RUNNING"})
 
     def log_dataset(
         self,
@@ -277,27 +329,16 @@ class MlflowRun:
             profile: summary numbers shown with it (image and box counts, classes).
             tags: further input tags.
         """
-        if not self.active:
-            return
-        try:
-            from mlflow.data.dataset_source_registry import resolve_dataset_source
-            from mlflow.data.meta_dataset import MetaDataset
-            from mlflow.entities import Dataset, DatasetInput, InputTag
-            from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-            with warnings.catch_warnings():  # a local path resolves as both a "" and a "file" source: the same one
-                warnings.simplefilter("ignore", UserWarning)
-                dataset_source = resolve_dataset_source(source)
-            meta = MetaDataset(dataset_source, name=name, digest=digest[:_MAX_DIGEST_LENGTH]).to_dict()
-            entity = Dataset(**meta, profile=json.dumps(dict(profile)) if profile else None)
-            input_tags = [
-                InputTag(MLFLOW_DATASET_CONTEXT, context),
-                *(InputTag(k, str(v)) for k, v in (tags or {}).items()),
-            ]
-        except Exception as e:  # an unknown kind of source
-            self._fail("log_dataset", e)
-            return
-        self._call("log_dataset", "log_inputs", datasets=[DatasetInput(entity, input_tags)])
+        op = {
+            "op": "log_dataset",
+            "name": name,
+            "source": source,
+            "digest": digest[:_MAX_DIGEST_LENGTH],
+            "context": context,
+            "profile": json.loads(json.dumps(dict(profile), default=str)) if profile else None,
+            "tags": {k: str(v) for k, v in (tags or {}).items()},
+        }
+        self._send(op)
 
     def log_detector(
         self,
@@ -314,70 +355,72 @@ class MlflowRun:
 
         Returns:
             The logged model's id (load it as ``models:/<id>``), or None when tracking is off or logging fails
-            (one warning, as for every other call).
+            (one warning, as for every other call; the model is then logged by the sync, if kept).
         """
-        if not self.active:
-            return None
-        model = None
-        try:
-            from mlflow.entities import LoggedModelOutput
-            from mlflow.models import Model
+        op = {
+            "op": "log_detector",
+            "model_file": str(model_file),
+            "example_images": [str(p) for p in example_images],
+            "metadata": json.loads(json.dumps(dict(metadata or {}), default=str)),
+            "name": name,
+        }
+        model_id = self._send(op)
+        if model_id is not None:
+            log.info("MLflow: logged model %s (%s) in run %s", model_id, model_file.name, self.run_id)
+        return model_id
 
-            from dronevision.mlflow_run.pyfunc import FLAVOR_MODEL_TYPE, save_detector_model
-
-            client = self._client
-            experiment_id = client.get_run(self.run_id).info.experiment_id
-            model = client.create_logged_model(
-                experiment_id, name=name, source_run_id=self.run_id, model_type=FLAVOR_MODEL_TYPE
-            )
-            mlflow_model = Model(
-                artifact_path=model.artifact_location,
-                model_uuid=model.model_id,
-                run_id=self.run_id,
-                model_id=model.model_id,
-            )
-            with tempfile.TemporaryDirectory(prefix="dronevision-mlflow-model-") as tmp:
-                local = Path(tmp) / "model"
-                save_detector_model(
-                    local, model_file, example_images=example_images, metadata=metadata, mlflow_model=mlflow_model
-                )
-                client.log_model_artifacts(model.model_id, str(local))
-            client.finalize_logged_model(model.model_id, "READY")
-            client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
-        except Exception as e:
-            if model is not None:
-                with suppress(Exception):  # the store failed already: the warning below says why
-                    self._client.finalize_logged_model(model.model_id, "FAILED")
-            self._fail("log_detector", e)
-            return None
-        log.info("MLflow: logged model %s (%s) in run %s", model.model_id, model_file.name, self.run_id)
-        return str(model.model_id)
-
-    def register(self, name: str, model_id: str, alias: str | None = None) -> dict[str, Any] | None:
+    def register(self, name: str, model_id: str | None, alias: str | None = None) -> dict[str, Any] | None:
         """Register the logged model ``model_id`` of this run as a new version of model ``name``; point ``alias``
-        at it.
+        at it. ``model_id=None``: the model :meth:`log_detector` kept for the sync, registered by the sync.
 
         Returns ``{"name", "version", "alias", "source", "model_id"}``, or None when tracking is off or registration
         fails (one warning, as for every other call).
         """
-        if not self.active:
+        if model_id is None and not self._kept:
             return None
-        from mlflow.exceptions import MlflowException
+        entry = self._send({"op": "register", "name": name, "model_id": model_id, "alias": alias})
+        if entry is not None:
+            log.info("MLflow model registry: %s version %s%s", name, entry["version"], f" (@{alias})" if alias else "")
+        return entry
 
-        try:
-            client = self._client
-            try:
-                client.create_registered_model(name)
-            except MlflowException as e:
-                if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
-                    raise
-            source = f"models:/{model_id}"  # the version is the logged model (MLflow's UI links the two)
-            with _global_store(self.tracking_uri):
-                version = client.create_model_version(name, source, run_id=self.run_id, model_id=model_id)
-            if alias:
-                client.set_registered_model_alias(name, alias, version.version)
-        except Exception as e:
-            self._fail("register", e)
-            return None
-        log.info("MLflow model registry: %s version %s%s", name, version.version, f" (@{alias})" if alias else "")
-        return {"name": name, "version": int(version.version), "alias": alias, "source": source, "model_id": model_id}
+
+def failure_reason(e: BaseException) -> str:
+    """What went wrong with a call, short: MLflow's HTTP errors carry urllib3's whole retry story in one line.
+
+    Examples:
+        >>> failure_reason(OSError("API request to http://h/api failed with exception HTTPConnectionPool(host=h): "
+        ...     "Max retries (Caused by ReadTimeoutError('HTTPConnectionPool: Read timed out. (read timeout=5)'))"))
+        'OSError: no answer from http://h/api: ReadTimeoutError (read timeout=5)'
+        >>> failure_reason(ValueError("bad"))
+        'ValueError: bad'
+    """
+    text = first_line(e, limit=None)
+    cause = re.search(r"Caused by (\w+)\(", text)
+    if cause is None:
+        return f"{type(e).__name__}: {first_line(e)}"
+    url = re.search(r"API request to (\S+)", text)
+    detail = re.search(r"\[Errno \d+\] [^'\")]+|read timeout=[\d.]+|too many \d+ error responses", text)
+    return (
+        f"{type(e).__name__}: no answer from {url.group(1) if url else 'the server'}: {cause.group(1)}"
+        + (f" ({detail.group(0)})" if detail else "")
+    )
+
+
+def limits(mlflow_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``timeout_s`` and ``retries`` from a stage's ``mlflow`` config (defaults where it has none).
+
+    Examples:
+        >>> limits({"timeout_s": 2}), limits(None)["retries"]
+        ({'timeout_s': 2.0, 'retries': 1}, 1)
+    """
+    c = dict(mlflow_cfg or {})
+    timeout_s, retries = c.get("timeout_s"), c.get("retries")
+    return {
+        "timeout_s": float(DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s),
+        "retries": int(DEFAULT_RETRIES if retries is None else retries),
+    }
+
+
+def sync_command(out_dir: Path) -> str:
+    """The command that sends what a run kept in ``out_dir``."""
+    return f"python -m dronevision.mlflow_run sync out_dir={out_dir}"

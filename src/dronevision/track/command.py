@@ -233,7 +233,7 @@ def _log_run(cfg: DictConfig, model: Path, out_dir: Path, summary: Mapping[str, 
     training = find_training_run(model)
     if not cfg.mlflow.get("tracking_uri"):
         return MlflowRun.untracked("mlflow.tracking_uri is null")
-    tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name"))
+    tracker = MlflowRun.from_config(cfg.mlflow, out_dir)
     tags = {"dronevision.stage": "track"}
     if training is not None:
         tags["dronevision.training_run_id"] = training.run_id

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, manifest_lines, manifest_sha256, write_data_yaml
 from dronevision.errors import DroneVisionError
-from dronevision.mlflow_run import RUN_FILE, MlflowRun, RunRef, flatten, git_state
+from dronevision.mlflow_run import RUN_FILE, MlflowRun, RunRef, flatten, git_state, limits
 from dronevision.train.args import (
     ModelSpec,
     check_resume_settings,
@@ -120,7 +120,7 @@ def _log_model(cfg: DictConfig, tracker: MlflowRun, dataset: YoloDataset, summar
     )
     registry = cfg.mlflow.get("registry") or {}
     name = registry.get("name")
-    summary["registered_model"] = tracker.register(name, model_id, registry.get("alias")) if name and model_id else None
+    summary["registered_model"] = tracker.register(name, model_id, registry.get("alias")) if name else None
 
 
 def _log_results_csv(tracker: MlflowRun, results: Path) -> None:
@@ -232,6 +232,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         lines.append(f"           view: mlflow ui --backend-store-uri {summary['tracking_uri']}")
     else:
         lines.append(f"  mlflow   not tracked: {summary['mlflow']['error']}")
+        if summary["mlflow"].get("sync"):
+            lines.append(f"           kept in {summary['mlflow']['pending']}; send: {summary['mlflow']['sync']}")
     lines.append(f"  summary  {Path(summary['out_dir']) / 'summary.json'}")
     print("\n".join(lines))
 
@@ -239,11 +241,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _start_tracking(cfg: DictConfig, out_dir: Path, resumed: dict[str, Any] | None, tags: dict[str, str]) -> MlflowRun:
     """Open the run (or reopen the interrupted one) and remember which run this out_dir belongs to."""
     if resumed is not None:
-        tracker = MlflowRun.attach(resumed["tracking_uri"], resumed["run_id"])
+        tracker = MlflowRun.attach(resumed["tracking_uri"], resumed["run_id"], out_dir=out_dir, **limits(cfg.mlflow))
         tracker.reopen()
         tracker.set_tags({"dronevision.resumed": "true"})
         return tracker
-    tracker = MlflowRun(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.get("run_name")).start(tags=tags)
+    tracker = MlflowRun.from_config(cfg.mlflow, out_dir).start(tags=tags)
     (out_dir / RUN_FILE).write_text(
         json.dumps(
             {"run_id": tracker.run_id, "tracking_uri": cfg.mlflow.tracking_uri, "experiment": tracker.experiment}
