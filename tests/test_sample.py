@@ -214,11 +214,13 @@ def _bad_videos(folder: Path) -> dict[str, str]:
 def test_bad_videos_are_recorded_and_the_others_go_on(compose_sample, tmp_path: Path) -> None:
     expected = _bad_videos(tmp_path / "in")
     summary = run(compose_sample(f"input={tmp_path / 'in'}", "filters.min_sharpness=0"))
-    errors = {Path(k).name: v for k, v in summary["errors"].items()}
+    errors = {Path(k).name: v for k, v in {**summary["errors"], **summary["damaged"]}.items()}
     assert set(errors) == set(expected)
     for name, start in expected.items():
         assert errors[name].startswith(start) and "\n" not in errors[name]
-    assert summary["failed_videos"] == 4 and summary["kept_frames"] == 3
+    # the cut video keeps the frames before the cut (tests/test_faults_footage.py); its only one repeats good's
+    assert summary["failed_videos"] == 3 and summary["damaged_videos"] == 1 and summary["kept_frames"] == 3
+    assert summary["drops"] == {"duplicate_across_videos": 1}
     files = {p.name for p in (tmp_path / "out" / "frames").iterdir()}
     assert files == {"good_000000000ms.jpg", "good_000001000ms.jpg", "good_000002000ms.jpg"}  # nothing partial
 
@@ -226,6 +228,7 @@ def test_bad_videos_are_recorded_and_the_others_go_on(compose_sample, tmp_path: 
 def test_cli_exits_non_zero_when_every_input_failed(tmp_path: Path) -> None:
     _bad_videos(tmp_path / "in")
     (tmp_path / "in" / "good.mp4").unlink()
+    (tmp_path / "in" / "truncated.mkv").unlink()  # a cut video keeps its frames before the cut: not a failure
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "dronevision.sample", f"input={tmp_path / 'in'}", f"out_dir={out}"],
@@ -236,7 +239,7 @@ def test_cli_exits_non_zero_when_every_input_failed(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: every input failed") and len(result.stderr.strip().splitlines()) == 1
-    assert len(json.loads((out / "summary.json").read_text())["errors"]) == 4
+    assert len(json.loads((out / "summary.json").read_text())["errors"]) == 3
     assert not list((out / "frames").iterdir())
 
 

@@ -11,7 +11,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
 from dronevision.executor import run_tasks
-from dronevision.sample.decode import VideoError, check_complete, find_inputs, read_frames
-from dronevision.sample.frames import Sampler, hamming, judge
+from dronevision.sample.decode import (
+    DecodedFrame,
+    DecodeError,
+    VideoError,
+    damage_reason,
+    find_inputs,
+    read_frames,
+)
+from dronevision.sample.frames import Sampler, find_duplicate, judge, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +58,37 @@ def frame_name(video_id: str, t: float) -> str:
     return f"{video_id}_{round(t * 1000):09d}ms.jpg"
 
 
+def check_window(start_s: float | None, end_s: float | None) -> None:
+    """Raise :class:`DroneVisionError` for a time window that no video can have.
+
+    Examples:
+        >>> check_window(2, None), check_window(0, 0)
+        (None, None)
+        >>> check_window(30, 10)
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: end_s=10 is before start_s=30: the time window holds no footage
+    """
+    if start_s is not None and start_s < 0:
+        raise DroneVisionError(f"start_s={start_s:g} is negative: it counts seconds from the start of each video")
+    if end_s is not None and end_s < (start_s or 0):
+        raise DroneVisionError(f"end_s={end_s:g} is before start_s={start_s or 0:g}: the time window holds no footage")
+
+
+def _until_damaged(frames: Iterator[DecodedFrame], stopped: dict[str, str]) -> Iterator[DecodedFrame]:
+    """The frames until FFmpeg stops part-way (damaged or cut data); its reason goes to ``stopped["failure"]``."""
+    try:
+        yield from frames
+    except DecodeError as e:
+        stopped["failure"] = e.reason
+
+
 def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Sample one video into ``out_dir/frames``; a failed video leaves no frame files. Runs in a worker."""
+    """Sample one video into ``out_dir/frames``; a failed video leaves no frame files. Runs in a worker.
+
+    A video whose decoding stops part-way (damaged or cut) keeps the frames before it, with ``damaged`` set to the
+    reason, the count of frames decoded and the time decoding stopped.
+    """
     import cv2
 
     started = time.perf_counter()
@@ -62,6 +98,7 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
         "video": path,
         "video_id": video_id,
         "error": None,
+        "damaged": None,
         "decoded": 0,
         "kept": 0,
         "drops": {},
@@ -86,10 +123,14 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
             threshold=float(sampling.get("threshold") or 0),
             start_s=float(cfg["start_s"] or 0),
         )
-        width, kept_hashes, last_t = int(filters["analysis_width"]), [], None
+        width, last_t = int(filters["analysis_width"]), None
+        regions = int(filters.get("region_grid") or 0) > 0
+        kept_hashes: list[int] = []
+        kept_thumbs: list[Any] | None = [] if regions else None
         max_frames, quality = cfg.get("max_frames"), int(cfg["jpeg_quality"])
+        stopped: dict[str, str] = {}
         tick = time.perf_counter()
-        for frame in frames:
+        for frame in _until_damaged(frames, stopped):
             result["decoded"] += 1
             last_t = frame.time
             thumb = frame.gray(64) if sampler.method == "scene" else None
@@ -98,7 +139,7 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
             gray = frame.gray(width)
             now = time.perf_counter()
             result["seconds"]["decode"] += now - tick
-            stats, reason = judge(gray, filters=filters, seen=kept_hashes)
+            stats, reason = judge(gray, filters=filters, seen=kept_hashes, thumbs=kept_thumbs)
             record = {
                 "video": video_id,
                 "frame_index": frame.index,
@@ -117,6 +158,9 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
                     raise VideoError(f"frame at {frame.time:.3f} s could not be encoded")
                 (tmp / name).write_bytes(jpeg.tobytes())
                 kept_hashes.append(int(stats["hash"], 16))
+                if kept_thumbs is not None:  # for the region check, here and across videos (not written)
+                    record["thumb"] = thumbnail(gray)
+                    kept_thumbs.append(record["thumb"])
                 record["file"] = f"frames/{name}"
                 result["kept"] += 1
                 now = time.perf_counter()
@@ -128,13 +172,22 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
             if max_frames and result["kept"] >= int(max_frames):
                 break
         result["seconds"]["decode"] += time.perf_counter() - tick
-        check_complete(
+        damage = damage_reason(
             info,
             last_t,
+            frames=result["decoded"],
+            failure=stopped.get("failure"),
             end_s=cfg["end_s"],
             stopped_early=bool(max_frames) and result["kept"] >= int(max_frames),
             any_frame_may_end=sampling["method"] == "keyframes",  # the last key frame can be anywhere before the end
         )
+        if damage:
+            log.warning("%s: %s (%d frames kept from before it)", path, damage, result["kept"])
+            result["damaged"] = {
+                "reason": damage,
+                "frames_decoded": result["decoded"],
+                "stopped_at_s": round(last_t, 3),
+            }
     except (VideoError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         result.update(error=str(e).strip().splitlines()[0], records=[], kept=0)
@@ -145,25 +198,39 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
     return result
 
 
-def dedupe_across_videos(results: Sequence[dict[str, Any]], max_distance: int) -> int:
-    """Drop kept frames that repeat a frame kept from an earlier video (in input order); returns how many."""
-    kept: list[tuple[str, int]] = []
+def dedupe_across_videos(
+    results: Sequence[dict[str, Any]], max_distance: int, *, region_grid: int = 0, region_change: float = 0.0
+) -> int:
+    """Drop kept frames that repeat a frame kept from an earlier video (in input order; with ``region_grid``, by
+    the same region check as within a video for records that hold a thumbnail); returns how many."""
+    kept: list[int] = []
+    thumbs: list[Any] = []
     dropped = 0
     for result in results:
-        mine: list[int] = []
+        mine: list[tuple[int, Any]] = []
         for record in result["records"]:
             if not record["kept"]:
                 continue
-            h = int(record["hash"], 16)
-            if any(hamming(h, other) <= max_distance for _, other in kept):
+            h, thumb = int(record["hash"], 16), record.get("thumb")
+            duplicate, _ = find_duplicate(
+                h,
+                thumb,
+                seen=kept,
+                thumbs=thumbs,
+                max_distance=max_distance,
+                grid=region_grid,
+                min_change=region_change,
+            )
+            if duplicate:
                 record.update(kept=False, reason="duplicate_across_videos")
                 result["drops"]["duplicate_across_videos"] = result["drops"].get("duplicate_across_videos", 0) + 1
                 result["kept"] -= 1
                 record["drop_file"], record["file"] = record["file"], None
                 dropped += 1
             else:
-                mine.append(h)
-        kept += [(result["video_id"], h) for h in mine]
+                mine.append((h, thumb))
+        kept += [h for h, _ in mine]
+        thumbs += [thumb for _, thumb in mine]
     return dropped
 
 
@@ -174,6 +241,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise DroneVisionError("input is required: a video file, a folder, a glob or an image-sequence folder")
     from dronevision.sample.labels import check_label_config, write_labels
 
+    check_window(cfg.start_s, cfg.end_s)
+    if not isinstance(cfg.filters.region_grid, int) or cfg.filters.region_grid < 0:
+        raise DroneVisionError(
+            f"filters.region_grid must be a whole number >= 0 (0: no region check), got {cfg.filters.region_grid}"
+        )
     inputs = find_inputs(str(cfg.input))
     check_label_config(cfg)
     out_dir = resolve_out_dir(cfg)
@@ -184,12 +256,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results = run_tasks(sample_video, tasks, cfg.executor, workers=cfg.workers)
     max_distance = cfg.filters.max_hash_distance
     if cfg.filters.dedupe_across_videos and max_distance is not None and max_distance >= 0:
-        dedupe_across_videos(results, int(max_distance))
+        dedupe_across_videos(
+            results,
+            int(max_distance),
+            region_grid=cfg.filters.region_grid,
+            region_change=float(cfg.filters.region_change),
+        )
     _finalise_frames(out_dir, results)
     with (out_dir / "frames.jsonl").open("w") as f:
         for result in results:
             for record in result["records"]:
                 record.pop("drop_file", None)
+                record.pop("thumb", None)
                 f.write(json.dumps(record) + "\n")
     labels = write_labels(out_dir, results, cfg)
     seconds = time.perf_counter() - started
@@ -197,7 +275,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_summary(out_dir, summary)
     print(
         f"dronevision sample: {summary['kept_frames']} of {summary['decoded_frames']} decoded frames kept from "
-        f"{summary['videos']} videos ({summary['failed_videos']} failed) in {seconds:.1f} s, "
+        f"{summary['videos']} videos ({summary['failed_videos']} failed, {summary['damaged_videos']} damaged) in "
+        f"{seconds:.1f} s, "
         f"{summary['realtime_factor']}x real time\n  frames   {out_dir / 'frames'}"
     )
     if summary["failed_videos"] == summary["videos"]:
@@ -234,11 +313,16 @@ def _summary(
         for key, value in result["seconds"].items():
             if key != "total":
                 split[key] += value
-    footage = sum(r.get("duration_s") or 0 for r in results if not r["error"])
+    footage = sum(
+        r["damaged"]["stopped_at_s"] if r.get("damaged") else r.get("duration_s") or 0
+        for r in results
+        if not r["error"]
+    )
     return {
         "out_dir": str(out_dir),
         "videos": len(results),
         "failed_videos": sum(1 for r in results if r["error"]),
+        "damaged_videos": sum(1 for r in results if r.get("damaged")),
         "decoded_frames": sum(r["decoded"] for r in results),
         "kept_frames": sum(r["kept"] for r in results),
         "drops": dict(sorted(drops.items())),
@@ -247,6 +331,7 @@ def _summary(
         "realtime_factor": round(footage / seconds, 2) if seconds else None,
         "time_split_s": {k: round(v, 3) for k, v in sorted(split.items())},
         "errors": {r["video"]: r["error"] for r in results if r["error"]},
+        "damaged": {r["video"]: r["damaged"]["reason"] for r in results if r.get("damaged")},
         "per_video": [
             {
                 k: r.get(k)
@@ -260,6 +345,7 @@ def _summary(
                     "kept",
                     "drops",
                     "error",
+                    "damaged",
                     "seconds",
                 )
             }

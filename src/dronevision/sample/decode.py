@@ -20,6 +20,14 @@ class VideoError(Exception):
     """A video that cannot be read: recorded per video with a one-line reason, the other videos go on."""
 
 
+class DecodeError(VideoError):
+    """FFmpeg stopped decoding part-way (damaged or cut data); the frames before it were good."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"decoding failed ({reason})")
+        self.reason = reason  # FFmpeg's words
+
+
 @dataclass
 class DecodedFrame:
     """One decoded frame; pixels are converted only when asked for."""
@@ -89,6 +97,34 @@ def _is_sequence(folder: Path) -> bool:
 SKIP_FRAMES = {None: "DEFAULT", "nonref": "NONREF", "bidir": "BIDIR", "nonkey": "NONKEY"}
 
 
+def is_still_image(format_name: str, n_frames: int | None) -> bool:
+    """Whether FFmpeg read the file as a picture rather than footage: an image demuxer (``png_pipe``,
+    ``jpeg_pipe``, ``image2``, ...), or a GIF of one frame. The file name's suffix plays no part.
+
+    Examples:
+        >>> is_still_image("png_pipe", 0), is_still_image("image2", 1), is_still_image("gif", 1)
+        (True, True, True)
+        >>> is_still_image("mov,mp4,m4a,3gp,3g2,mj2", 1), is_still_image("gif", 40)
+        (False, False)
+    """
+    names = set(format_name.split(","))
+    return "image2" in names or any(n.endswith("_pipe") for n in names) or ("gif" in names and (n_frames or 0) <= 1)
+
+
+def check_start(start_s: float, duration_s: float | None) -> None:
+    """Raise :class:`VideoError` when the window starts at or past the end of a video of known duration.
+
+    Examples:
+        >>> check_start(3.0, 10.0)
+        >>> check_start(12.0, 10.0)
+        Traceback (most recent call last):
+        ...
+        dronevision.sample.decode.VideoError: start_s=12 is past the end of the video (duration 10.0 s)
+    """
+    if duration_s and start_s > 0 and start_s >= duration_s:
+        raise VideoError(f"start_s={start_s:g} is past the end of the video (duration {duration_s:.1f} s)")
+
+
 def read_frames(
     path: Path,
     *,
@@ -103,12 +139,16 @@ def read_frames(
     ``skip_frames`` tells FFmpeg which frames not to decode at all: ``bidir`` (B-frames, which no I/P frame
     depends on), ``nonref`` (frames nothing refers to) or ``nonkey`` (everything but key frames).
 
+    The iterator raises :class:`DecodeError` where FFmpeg stops decoding part-way; the frames before it are good.
+
     Raises:
-        VideoError: the file is missing, empty, not a video, or uses a codec FFmpeg cannot decode.
+        VideoError: the file is missing, empty, not a video (a still image, say), uses a codec FFmpeg cannot decode,
+            or ``start_s`` is past its end.
     """
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         info = {"fps": image_fps, "duration_s": len(files) / image_fps, "frames": len(files), "codec": "images"}
+        check_start(start_s, info["duration_s"])
         return info, _sequence_frames(files, image_fps, start_s, end_s)
     if not path.is_file():
         raise VideoError("file does not exist")
@@ -124,6 +164,9 @@ def read_frames(
         container.close()
         raise VideoError("no video stream")
     stream = container.streams.video[0]
+    if is_still_image(container.format.name, stream.frames):
+        container.close()
+        raise VideoError(f"not a video: a single still image ({container.format.name})")
     try:
         decoder = stream.codec_context
         if decoder is None or decoder.codec is None or not decoder.codec.is_decoder:
@@ -141,7 +184,57 @@ def read_frames(
     fps = float(stream.average_rate or stream.guessed_rate or 0) or None
     duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
     info = {"fps": fps, "duration_s": duration or None, "frames": stream.frames or None, "codec": decoder.name}
+    try:
+        check_start(start_s, info["duration_s"])
+    except VideoError:
+        container.close()
+        raise
     return info, _video_frames(container, stream, fps, start_s, end_s, exact_index=skip_frames is None)
+
+
+def damage_reason(
+    info: Mapping[str, Any],
+    last_t: float | None,
+    *,
+    frames: int | None = None,
+    failure: str | None = None,
+    end_s: float | None = None,
+    stopped_early: bool = False,
+    any_frame_may_end: bool = False,
+) -> str | None:
+    """One line on a video whose decoding stopped early (None: it was read to the end of the window).
+
+    ``frames`` is the count of frames decoded, ``failure`` FFmpeg's reason when decoding failed. Without a
+    failure, a video counts as truncated when it stopped well before its stated duration; ``stopped_early`` (the
+    caller stopped reading) and ``any_frame_may_end`` (only key frames were read) skip that check, and so does a
+    window ending before the video does.
+
+    Raises:
+        VideoError: no frame was decoded at all.
+
+    Examples:
+        >>> info = {"duration_s": 10.0, "fps": 10.0}
+        >>> damage_reason(info, 9.9) is None
+        True
+        >>> damage_reason(info, 5.6, frames=57, failure="Invalid data found")
+        'damaged: decoding stopped at 5.6 s of 10.0 s after 57 frames (Invalid data found)'
+        >>> damage_reason(info, 1.9, frames=20)
+        'truncated: decoding stopped at 1.9 s of 10.0 s after 20 frames'
+    """
+    if last_t is None:
+        raise VideoError(f"decoding failed ({failure})" if failure else "no frame could be decoded")
+    expected = info.get("duration_s")
+    where = f"decoding stopped at {last_t:.1f} s" + (f" of {expected:.1f} s" if expected else "")
+    where += f" after {frames} frames" if frames is not None else ""
+    if failure:
+        return f"damaged: {where} ({failure})"
+    if stopped_early or any_frame_may_end:
+        return None
+    if expected and (end_s is None or end_s >= expected) and info.get("fps"):
+        missing = expected - last_t - 1.0 / info["fps"]
+        if missing > max(1.0, 0.05 * expected):
+            return f"truncated: {where}"
+    return None
 
 
 def check_complete(
@@ -154,18 +247,11 @@ def check_complete(
 ) -> None:
     """Raise :class:`VideoError` for a video that gave no frame, or stopped well before its stated duration.
 
-    ``stopped_early`` (the caller stopped reading) and ``any_frame_may_end`` (only key frames were read) skip the
-    truncation check; so does a window ending before the video does.
+    The strict form of :func:`damage_reason`, for callers that want the whole video or nothing.
     """
-    if last_t is None:
-        raise VideoError("no frame could be decoded")
-    expected = info.get("duration_s")
-    if stopped_early or any_frame_may_end:
-        return
-    if expected and (end_s is None or end_s >= expected) and info.get("fps"):
-        missing = expected - last_t - 1.0 / info["fps"]
-        if missing > max(1.0, 0.05 * expected):
-            raise VideoError(f"truncated: decoding stopped at {last_t:.1f} s of {expected:.1f} s")
+    reason = damage_reason(info, last_t, end_s=end_s, stopped_early=stopped_early, any_frame_may_end=any_frame_may_end)
+    if reason:
+        raise VideoError(reason)
 
 
 def _sequence_frames(files: list[Path], fps: float, start_s: float, end_s: float | None) -> Iterator[DecodedFrame]:
@@ -199,6 +285,6 @@ def _video_frames(
             index = count if (exact_index and not seeked) or not fps else round(t * fps)
             yield DecodedFrame(index, float(t), frame)
     except av.error.FFmpegError as e:
-        raise VideoError(f"decoding failed ({first_line(e, limit=None)})") from None
+        raise DecodeError(first_line(e, limit=None)) from None
     finally:
         container.close()

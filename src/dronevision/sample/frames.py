@@ -1,4 +1,4 @@
-"""Pure frame logic: which frames to sample, and whether a frame is sharp, well exposed and new."""
+"""Pure frame logic: which frames to sample, and whether a frame is sharp, well exposed and new (in any region)."""
 
 from __future__ import annotations
 
@@ -101,19 +101,145 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def near_duplicate(h: int, previous: Sequence[int], max_distance: int) -> bool:
-    """Whether ``h`` is within ``max_distance`` bits of any earlier hash."""
+def hash_matches(h: int, previous: Sequence[int], max_distance: int) -> np.ndarray:
+    """Indices of the earlier hashes within ``max_distance`` bits of ``h``, in order.
+
+    Examples:
+        >>> hash_matches(0b1011, [0b0000, 0b1010, 0b1011], max_distance=1).tolist()
+        [1, 2]
+    """
     if not previous:
-        return False
+        return np.zeros(0, dtype=np.int64)
     arr = np.fromiter(previous, dtype=np.uint64, count=len(previous)) ^ np.uint64(h)
     distances = np.unpackbits(arr.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-    return bool((distances <= max_distance).any())
+    return np.flatnonzero(distances <= max_distance)
 
 
-def judge(gray: np.ndarray, *, filters: Mapping[str, Any], seen: Sequence[int]) -> tuple[dict[str, Any], str | None]:
+def thumbnail(gray: np.ndarray) -> np.ndarray:
+    """The grey frame at half size, which :func:`changed_regions` compares."""
+    import cv2
+
+    h, w = gray.shape
+    return cv2.resize(gray, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+
+
+# A region changed when at least this many of its thumbnail pixels did (one stray pixel is not a vehicle).
+MIN_CHANGED_PIXELS = 2
+# Thumbnails are smoothed this much (pixels) first, so that a texture's peaks do not drop under a sub-pixel drift.
+SMOOTH_SIGMA = 0.7
+# A drift up to this many thumbnail pixels (phase correlation, rounded) is taken out before comparing; a larger
+# shift is a new view, compared as it is.
+MAX_DRIFT = 4
+
+
+def changed_regions(before: np.ndarray, after: np.ndarray, *, grid: int, min_change: float) -> int:
+    """How many cells of a ``grid`` x ``grid`` split changed content between two thumbnails of a scene.
+
+    The thumbnails are smoothed, lined up (the whole-pixel drift between them taken out) and the mean difference
+    (exposure) is taken out. A pixel then changed when it lies more than ``min_change`` grey levels outside the
+    range of its 3x3 neighbourhood in the other thumbnail, either way. So sensor noise, a hovering drone's drift
+    and an exposure change do not count, while a vehicle that drove in or out does. A cell changed when at least
+    ``MIN_CHANGED_PIXELS`` of its pixels did.
+
+    Examples:
+        >>> import cv2
+        >>> rng = np.random.default_rng(0)
+        >>> scene = cv2.resize(rng.integers(40, 210, (10, 20), dtype=np.uint8), (80, 40), interpolation=cv2.INTER_CUBIC)
+        >>> noisy = np.clip(scene + rng.normal(0, 3, scene.shape) + 15, 0, 255).astype(np.uint8)  # brighter too
+        >>> drifted = np.roll(scene, (1, -2), axis=(0, 1))
+        >>> moved = scene.copy(); moved[5:8, 10:14] = 0  # a dark car in the top-left cell
+        >>> [changed_regions(scene, x, grid=2, min_change=12) for x in (noisy, drifted, moved)]
+        [0, 0, 1]
+    """
+    import cv2
+
+    if before.shape != after.shape:
+        return grid * grid
+    a = cv2.GaussianBlur(before.astype(np.float32), (0, 0), SMOOTH_SIGMA)
+    b = cv2.GaussianBlur(after.astype(np.float32), (0, 0), SMOOTH_SIGMA)
+    h, w = a.shape
+    sx = sy = 0
+    if min(h, w) > 4 * MAX_DRIFT:
+        (dx, dy), _ = cv2.phaseCorrelate(a, b)  # after(x + d) = before(x)
+        if max(abs(dx), abs(dy)) <= MAX_DRIFT:
+            sx, sy = round(dx), round(dy)
+    rows, cols = slice(max(0, -sy), h - max(0, sy)), slice(max(0, -sx), w - max(0, sx))
+    a, b = a[rows, cols], b[max(0, sy) : h - max(0, -sy), max(0, sx) : w - max(0, -sx)]
+    b -= float((b - a).mean())
+    kernel = np.ones((3, 3), np.uint8)
+    excess = np.maximum.reduce(
+        [b - cv2.dilate(a, kernel), cv2.erode(a, kernel) - b, a - cv2.dilate(b, kernel), cv2.erode(b, kernel) - a]
+    )
+    edge = 2  # the smoothing's reach: along the edges of the overlap it mixes in scene the other frame lacks
+    if min(excess.shape) > 4 * edge:
+        excess[:edge] = excess[-edge:] = excess[:, :edge] = excess[:, -edge:] = 0
+    changed = np.zeros((h, w), np.int32)
+    changed[rows, cols] = excess > min_change
+    ys = np.unique(np.linspace(0, h, grid + 1).round().astype(int)[:-1])
+    xs = np.unique(np.linspace(0, w, grid + 1).round().astype(int)[:-1])
+    counts = np.add.reduceat(np.add.reduceat(changed, ys, axis=0), xs, axis=1)
+    return int((counts >= MIN_CHANGED_PIXELS).sum())
+
+
+# The region check looks at this many of the latest kept frames whose hash matches, so its cost stays bounded on a
+# long hover where every kept frame matches.
+REGION_CANDIDATES = 16
+
+
+def find_duplicate(
+    h: int,
+    thumb: np.ndarray | None,
+    *,
+    seen: Sequence[int],
+    thumbs: Sequence[np.ndarray | None] | None,
+    max_distance: int,
+    grid: int,
+    min_change: float,
+) -> tuple[bool, int | None]:
+    """Whether a frame repeats an earlier one, and the fewest regions changed against an earlier frame whose hash
+    matched (None: none matched, or no region check).
+
+    An earlier frame is repeated when its whole-frame hash is within ``max_distance`` bits and, with ``grid`` above
+    0 and thumbnails on both sides, none of its regions changed (:func:`changed_regions`) against the latest
+    ``REGION_CANDIDATES`` of them.
+
+    Examples:
+        >>> flat = np.full((20, 20), 100, np.uint8)
+        >>> car = flat.copy(); car[2:5, 2:6] = 20
+        >>> find_duplicate(7, car, seen=[7], thumbs=[flat], max_distance=4, grid=2, min_change=12)
+        (False, 1)
+        >>> find_duplicate(7, car, seen=[7], thumbs=None, max_distance=4, grid=2, min_change=12)
+        (True, None)
+    """
+    matches = hash_matches(h, seen, max_distance)
+    if not matches.size:
+        return False, None
+    if grid <= 0 or thumb is None or thumbs is None:
+        return True, None
+    fewest: int | None = None
+    for i in matches[::-1][:REGION_CANDIDATES]:  # the latest first: the likeliest repeat
+        if thumbs[i] is None:
+            return True, fewest
+        n = changed_regions(thumbs[i], thumb, grid=grid, min_change=min_change)
+        fewest = n if fewest is None else min(fewest, n)
+        if n == 0:
+            return True, 0
+    return False, fewest
+
+
+def judge(
+    gray: np.ndarray,
+    *,
+    filters: Mapping[str, Any],
+    seen: Sequence[int],
+    thumbs: Sequence[np.ndarray] | None = None,
+) -> tuple[dict[str, Any], str | None]:
     """Measure a candidate frame and say why it is dropped (None: kept).
 
-    ``gray`` is the frame in grey at analysis resolution; ``seen`` the hashes kept so far in this video.
+    ``gray`` is the frame in grey at analysis resolution; ``seen`` the hashes kept so far in this video and
+    ``thumbs`` their thumbnails (:func:`thumbnail`). With ``filters["region_grid"]`` above 0 and thumbnails, a frame
+    whose hash matches is a near-duplicate only when none of its regions changed; the stats then hold
+    ``changed_regions`` (:func:`find_duplicate`).
 
     Examples:
         >>> flat = np.full((90, 160), 128, np.uint8)
@@ -122,6 +248,9 @@ def judge(gray: np.ndarray, *, filters: Mapping[str, Any], seen: Sequence[int]) 
     """
     stats = {"sharpness": round(sharpness(gray), 2), "brightness": round(float(gray.mean()), 2)}
     stats["hash"] = f"{phash(gray):016x}"
+    grid = int(filters.get("region_grid") or 0)
+    if grid > 0 and thumbs is not None:
+        stats["changed_regions"] = None
     if stats["brightness"] < float(filters.get("min_brightness", 0)):
         return stats, "underexposed"
     if stats["brightness"] > float(filters.get("max_brightness", 255)):
@@ -129,6 +258,17 @@ def judge(gray: np.ndarray, *, filters: Mapping[str, Any], seen: Sequence[int]) 
     if stats["sharpness"] < float(filters.get("min_sharpness", 0)):
         return stats, "blurred"
     max_distance = filters.get("max_hash_distance")
-    if max_distance is not None and max_distance >= 0 and near_duplicate(int(stats["hash"], 16), seen, max_distance):
-        return stats, "duplicate"
-    return stats, None
+    if max_distance is None or max_distance < 0:
+        return stats, None
+    duplicate, fewest = find_duplicate(
+        int(stats["hash"], 16),
+        thumbnail(gray) if "changed_regions" in stats else None,
+        seen=seen,
+        thumbs=thumbs,
+        max_distance=int(max_distance),
+        grid=grid,
+        min_change=float(filters.get("region_change") or 0),
+    )
+    if "changed_regions" in stats:
+        stats["changed_regions"] = fewest
+    return stats, "duplicate" if duplicate else None
