@@ -297,8 +297,8 @@ def test_check_export_settings(export: dict[str, Any], message: str | None) -> N
         ("weights={tmp}/model.onnx", "error: weights {tmp}/model.onnx is not a .pt checkpoint"),
         ("weights={tmp}/broken.pt", "error: weights {tmp}/broken.pt: not an ultralytics checkpoint"),
         ("weights={w} export.opset=19", "error: export.opset 19 is not supported: at most 18"),
-        ("weights={w} export.int8=true", "error: export.int8=true needs export.calibration="),
-        ("weights={w} export.openvino_int8=true", "error: export.openvino_int8=true needs export.calibration="),
+        ("weights={u} export.int8=true", "error: export.int8=true needs export.calibration="),
+        ("weights={u} export.openvino_int8=true", "error: export.openvino_int8=true needs export.calibration="),
         (
             "weights={w} export.int8=true export.calibration={tmp}/missing",
             "error: export.calibration {tmp}/missing does not exist",
@@ -308,8 +308,12 @@ def test_check_export_settings(export: dict[str, Any], message: str | None) -> N
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tiny_weights: Path, overrides: str, message: str) -> None:
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    if "{u}" in overrides:  # a detector naming no training dataset: INT8 cannot default its calibration data
+        from ultralytics import YOLO
+
+        YOLO("yolov8n.yaml").save(tmp_path / "untrained.pt")
     out = tmp_path / "out"
-    args = overrides.format(tmp=tmp_path, w=tiny_weights).split()
+    args = overrides.format(tmp=tmp_path, w=tiny_weights, u=tmp_path / "untrained.pt").split()
     cmd = [sys.executable, "-m", "dronevision.export", f"out_dir={out}", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert result.returncode == 2, result.stderr

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, write_data_yaml
-from dronevision.errors import DroneVisionError, first_line
+from dronevision.errors import DroneVisionError
 from dronevision.export.convert import (
     export_onnx,
     file_size,
@@ -39,7 +39,7 @@ from dronevision.export.core import (
     spread_indices,
 )
 from dronevision.export.openvino import to_openvino_int8
-from dronevision.infer.model import read_metadata, read_metadata_props
+from dronevision.infer.model import load_checkpoint, read_metadata, read_metadata_props, training_dataset
 from dronevision.infer.yolo import letterbox_image, read_letterboxed
 from dronevision.mlflow_run import MlflowRun, RunRef, find_training_run
 
@@ -66,6 +66,7 @@ class Plan:
     calibration: YoloDataset | None
     parity: YoloDataset | None
     threads: int
+    calibration_from: str | None = None  # export.calibration, or the record naming the training dataset used
 
 
 # --- checks ----------------------------------------------------------------------------------------------------
@@ -81,21 +82,30 @@ def _dataset(path: Any, key: str) -> YoloDataset | None:
 
 
 def _checkpoint_imgsz_stride(weights: Path) -> tuple[int, int]:
-    """The checkpoint's training imgsz and its largest stride; a file ultralytics cannot load is a user error."""
-    from ultralytics import YOLO
-
-    try:
-        model = YOLO(str(weights))
-    except Exception as e:  # ultralytics wraps the cause (e.g. an UnpicklingError) in a long message
-        cause = e.__cause__ or e
-        reason = first_line(cause, limit=200, default="")
-        raise DroneVisionError(
-            f"weights {weights}: not an ultralytics checkpoint ({type(cause).__name__}: {reason})"
-        ) from None
-    if model.task != "detect":
-        raise DroneVisionError(f"weights {weights}: a '{model.task}' model; the export stage handles detectors")
+    """The checkpoint's training imgsz and its largest stride; a file that is no detector's checkpoint is a user
+    error (:func:`dronevision.infer.model.load_checkpoint`)."""
+    model = load_checkpoint(weights)
     imgsz = (model.ckpt or {}).get("train_args", {}).get("imgsz", 640)
     return int(imgsz if isinstance(imgsz, int) else max(imgsz)), int(model.model.stride.max())
+
+
+def _calibration_from(export: dict[str, Any], weights: Path) -> str | None:
+    """Where INT8 calibration images come from: ``export.calibration``, else the dataset the weights were trained on
+    (said in one log line; it is set as ``export["calibration"]``). None without INT8, or without a training dataset
+    that still exists (which :func:`check_export_settings` then refuses)."""
+    if export["calibration"]:
+        return "export.calibration"
+    if not (export.get("int8") or export.get("openvino_int8")):
+        return None
+    found = training_dataset(weights)
+    if found is None:
+        return None
+    path, source = found
+    log.info(
+        "export.calibration not given: using %s, the dataset %s was trained on (from %s)", path, weights.name, source
+    )
+    export["calibration"] = str(path)
+    return source
 
 
 def check_inputs(cfg: DictConfig) -> Plan:
@@ -108,6 +118,7 @@ def check_inputs(cfg: DictConfig) -> Plan:
     if weights.suffix != ".pt":
         raise DroneVisionError(f"weights {weights} is not a .pt checkpoint")
     export = OmegaConf.to_container(cfg.export, resolve=True)
+    calibration_from = _calibration_from(export, weights)
     check_export_settings(export)
     calibration = _dataset(export["calibration"], "export.calibration")
     parity = _dataset(export["parity_dataset"], "export.parity_dataset") or calibration
@@ -120,7 +131,7 @@ def check_inputs(cfg: DictConfig) -> Plan:
     imgsz = export["imgsz"] or trained_imgsz
     if imgsz % stride:
         raise DroneVisionError(f"export.imgsz {imgsz} is not a multiple of the model's stride {stride}")
-    return Plan(weights, imgsz, calibration, parity, int(cfg.threads or os.cpu_count() or 1))
+    return Plan(weights, imgsz, calibration, parity, int(cfg.threads or os.cpu_count() or 1), calibration_from)
 
 
 # --- I/O adapters ----------------------------------------------------------------------------------------------
@@ -199,7 +210,7 @@ def _export_variants(
     assert plan.calibration is not None  # check_inputs made sure
     train_images = sorted(plan.calibration.splits["train"])
     chosen = [train_images[i] for i in spread_indices(len(train_images), ex.calibration_images)]
-    settings: dict[str, Any] = {"dataset": str(plan.calibration.yaml_path)}
+    settings: dict[str, Any] = {"dataset": str(plan.calibration.yaml_path), "dataset_from": plan.calibration_from}
     if ex.int8:
         paths["int8"] = out_dir / FILES["int8"]
         settings.update(to_int8(paths["fp32"], paths["int8"], chosen, imgsz=plan.imgsz))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.infer.model import end2end_args, ir_xml, read_model_info
+from dronevision.infer.model import end2end_args, ir_xml, load_checkpoint, read_model_info
 from dronevision.infer.session import RUNTIMES, available, check_runtime, open_session
 from dronevision.infer.yolo import Letterbox, decode, letterbox_batch, letterbox_plan
 from dronevision.schema import Detections
@@ -218,10 +218,8 @@ class TorchDetector(Detector):
         threads: int,
         device: str | int | None,
     ) -> None:
-        from ultralytics import YOLO
-
         self.runtime, self.threads = "torch", threads
-        self.model = YOLO(str(weights), task="detect")
+        self.model = load_checkpoint(weights)  # one line for a file that is no detector's checkpoint
         self.names = {int(k): str(v) for k, v in self.model.names.items()}
         self._kwargs: dict[str, Any] = {"conf": conf, "iou": iou, "max_det": max_det, "verbose": False}
         self._kwargs.update(end2end_args(self.model.model))  # an NMS-free head runs as in the model's ONNX export

@@ -1,9 +1,12 @@
-"""Loading what the project makes: an ONNX file or an OpenVINO IR with the metadata ultralytics writes.
+"""Loading what the project makes: an ultralytics checkpoint, an ONNX file or an OpenVINO IR with the metadata
+ultralytics writes.
 
-:func:`read_model_info` reads a model's image input and its metadata (class names, image size, stride, the kind of
-head); :func:`read_metadata` is the one reader of that metadata (``names``, ``imgsz``, ``stride``, ``end2end``, ...)
-for ONNX files and IR folders alike. The head kind comes from the metadata, never from the model's name:
-``end2end`` models (YOLO26, YOLOv10) output final detections, the others raw anchors that need NMS.
+:func:`load_checkpoint` is the one check of a ``.pt`` every stage shares: an ultralytics checkpoint of a detector,
+else one line. :func:`read_model_info` reads a model's image input and its metadata (class names, image size, stride,
+the kind of head); :func:`read_metadata` is the one reader of that metadata (``names``, ``imgsz``, ``stride``,
+``end2end``, ...) for ONNX files and IR folders alike. The head kind comes from the metadata, never from the model's
+name: ``end2end`` models (YOLO26, YOLOv10) output final detections, the others raw anchors that need NMS.
+:func:`training_dataset` finds the dataset a model was trained on.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dronevision.errors import DroneVisionError, first_line
 
 log = logging.getLogger(__name__)
 
+DETECT = "detect"  # the one ultralytics task dronevision runs
 QUANTIZED_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
 )
@@ -62,6 +66,20 @@ def parse_metadata(props: Mapping[str, str]) -> dict[str, Any]:
     if "task" in props:
         out["task"] = props["task"]
     return out
+
+
+def check_task(task: str | None, *, model: Path | str) -> None:
+    """Refuse a model of an ultralytics task other than ``detect`` (``None``: not recorded, taken as a detector).
+
+    Examples:
+        >>> check_task("detect", model="best.pt"); check_task(None, model="old.onnx")
+        >>> check_task("classify", model="cls.pt")
+        Traceback (most recent call last):
+        ...
+        dronevision.errors.DroneVisionError: weights cls.pt: a classify model; dronevision needs a detect model
+    """
+    if task is not None and task != DETECT:
+        raise DroneVisionError(f"weights {model}: a {task} model; dronevision needs a {DETECT} model")
 
 
 # --- I/O adapters --------------------------------------------------------------------------------------------
@@ -173,6 +191,7 @@ def _model_info(
     model: Path, input_name: str, dims: tuple[int | None, ...], dtype: str, props: dict[str, str], *, quantized: bool
 ) -> ModelInfo:
     meta = parse_metadata(props)
+    check_task(meta.get("task"), model=model)
     if "imgsz" in meta:
         imgsz = (int(meta["imgsz"][0]), int(meta["imgsz"][1]))
     elif dims[2] and dims[3]:
@@ -192,6 +211,53 @@ def _model_info(
         quantized=quantized,
         metadata=props,
     )
+
+
+def load_checkpoint(weights: Path) -> Any:
+    """An ultralytics checkpoint of a detector, loaded as ``ultralytics.YOLO``: the one check of a ``.pt`` that the
+    stages share (evaluate and export call it before writing anything).
+
+    Raises:
+        DroneVisionError: one line: the file is not an ultralytics checkpoint (text, random bytes, a torch file
+            holding a tensor or a dict without a model), or holds a model of another task (classify, segment, ...).
+    """
+    from ultralytics import YOLO
+
+    try:
+        model = YOLO(str(weights))
+    except Exception as e:  # ultralytics wraps the cause (e.g. an UnpicklingError) in a long message
+        cause = e.__cause__ or e
+        reason = first_line(cause, limit=200, default="")
+        raise DroneVisionError(
+            f"weights {weights}: not an ultralytics checkpoint ({type(cause).__name__}: {reason})"
+        ) from None
+    check_task(model.task, model=weights)
+    return model
+
+
+def training_dataset(weights: Path) -> tuple[Path, str] | None:
+    """The dataset ``weights`` were trained on, if it still exists, and where that was read.
+
+    First the training's records (:func:`dronevision.mlflow_run.ref.find_training_dataset`: its summary.json or
+    config.yaml near the model, or near the ``.pt`` an export came from), then a ``.pt``'s own training arguments
+    (ultralytics' ``train_args.data``). None when neither names a path that exists.
+
+    Raises:
+        DroneVisionError: a ``.pt`` that is not a detector's checkpoint (see :func:`load_checkpoint`).
+    """
+    from dronevision.mlflow_run.ref import find_training_dataset
+
+    weights = Path(weights).expanduser().resolve()
+    found = find_training_dataset(weights)
+    if found is not None and Path(found[0]).expanduser().exists():
+        return Path(found[0]).expanduser().resolve(), found[1]
+    if found is not None:
+        log.info("%s names the training dataset %s, which no longer exists", found[1], found[0])
+    if weights.suffix.lower() == ".pt":
+        data = ((load_checkpoint(weights).ckpt or {}).get("train_args") or {}).get("data")
+        if data and Path(str(data)).expanduser().exists():
+            return Path(str(data)).expanduser().resolve(), f"the training arguments in {weights.name}"
+    return None
 
 
 def read_metadata_props(model: Path) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Which MLflow training run a model came from: :class:`RunRef` and :func:`find_training_run`.
+"""Which MLflow training run a model came from: :class:`RunRef` and :func:`find_training_run`; which dataset it was
+trained on, as the training's records say: :func:`find_training_dataset`.
 
 The run is read from the model's metadata (``mlflow_run_id`` and ``mlflow_tracking_uri``, which the ONNX exports
 and OpenVINO IRs carry: see :meth:`RunRef.metadata`), else from the training folder the model sits in.
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"  # which MLflow run a training's out_dir belongs to (train writes it first)
 SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"  # a training's resolved config (train writes it before training starts)
 SEARCH_DEPTH = 4  # folders searched for RUN_FILE or SUMMARY_FILE: the model's own and 3 above
 
 
@@ -164,4 +166,59 @@ def _folder_ref(path: Path) -> RunRef | None:
             found = RunRef.from_summary(summary, found_in=str(folder / SUMMARY_FILE))
         if found is not None:
             return found
+    return None
+
+
+def _recorded_dataset(folder: Path) -> tuple[str, str] | None:
+    """``(dataset path, record)`` from a training's summary.json in ``folder`` (``dataset.path``, beside
+    ``epochs_completed``) or its config.yaml (``task_name: train``); None when neither is there."""
+    import yaml
+
+    summary = _read_json(folder / SUMMARY_FILE)
+    dataset = summary.get("dataset") if isinstance(summary, Mapping) else None
+    if isinstance(dataset, Mapping) and dataset.get("path") and "epochs_completed" in summary:
+        return str(dataset["path"]), str(folder / SUMMARY_FILE)
+    try:
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+    dataset = config.get("dataset") if isinstance(config, Mapping) and config.get("task_name") == "train" else None
+    if isinstance(dataset, Mapping) and dataset.get("path"):
+        return str(dataset["path"]), str(folder / CONFIG_FILE)
+    return None
+
+
+def _exported_from(folder: Path, named: set[Path]) -> Path | None:
+    """The ``.pt`` an export's summary.json in ``folder`` names as its ``weights``, if it names the model too."""
+    summary = _read_json(folder / SUMMARY_FILE)
+    source = summary.get("weights") if isinstance(summary, Mapping) else None
+    if isinstance(source, str) and source.endswith(".pt") and any(names_path(summary, p) for p in named):
+        return Path(source).expanduser().resolve()
+    return None
+
+
+def find_training_dataset(path: Path) -> tuple[str, str] | None:
+    """The dataset a model was trained on, as the training's records give it, and the record it was read from.
+
+    Looked for where :func:`find_training_run` looks (the model's folder and up to 3 above it), nearest first: a
+    training's summary.json (``dataset.path``), else its config.yaml (``dataset.path`` as given). An export's
+    summary.json that names the model (an ONNX file or IR) leads to the ``.pt`` it exported, whose records are
+    looked up the same way. The path is returned as recorded, whether or not it still exists; None when no record
+    names one.
+    """
+    path = Path(path).expanduser().resolve()
+    for _ in range(2):  # the model, then the checkpoint an export of it came from
+        named = {path, path.parent} if path.suffix.lower() == ".xml" else {path}
+        start = path if path.is_dir() else path.parent
+        source = None
+        for folder in [start, *start.parents][:SEARCH_DEPTH]:
+            found = _recorded_dataset(folder)
+            if found is not None:
+                return found
+            source = _exported_from(folder, named)
+            if source is not None:
+                break
+        if source is None or source == path:
+            return None
+        path = source
     return None

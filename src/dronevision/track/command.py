@@ -129,12 +129,12 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     inputs = find_inputs(str(cfg.input))
     out_dir = resolve_out_dir(cfg)
     model_sha = content_sha256(model.parent if model.suffix.lower() == ".xml" else model)  # an IR: .xml and .bin
-    check_out_dir(out_dir, model, model_sha, overwrite=bool(cfg.overwrite))
 
     task_cfg: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     task_cfg["weights"] = str(model)
-    detector = detector_for(task_cfg)  # loaded once here: the class check, and reused by in-process videos
+    detector = detector_for(task_cfg)  # loaded once here: the model and class checks, before anything is written
     task_cfg["class_ids"] = class_ids(detector.names, cfg.get("classes"))
+    check_out_dir(out_dir, model, model_sha, overwrite=bool(cfg.overwrite))
     settings = {k: task_cfg.get(k) for k in RESULT_KEYS}
     task_cfg["fingerprint"] = hashlib.sha256(json.dumps([model_sha, settings], sort_keys=True).encode()).hexdigest()
 
