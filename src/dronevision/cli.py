@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dronevision.errors import DroneVisionError
+from dronevision.fsio import write_error
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +107,24 @@ def resolve_out_dir(cfg: DictConfig) -> Path:
 
 @contextmanager
 def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterator[None]:
-    """Turn a :class:`DroneVisionError` into one line on stderr and exit status 2; an interrupt into 130 (SIGINT)
-    or 143 (SIGTERM), keeping what was written.
+    """Turn a :class:`DroneVisionError`, or a full disk, a read-only folder or a refused permission anywhere, into
+    one line on stderr and exit status 2; an interrupt into 130 (SIGINT) or 143 (SIGTERM), keeping what was written.
 
     The output folder is removed if it holds nothing but Hydra's bookkeeping, so bad input never leaves a
     half-written output folder behind.
     """
     try:
         yield
-    except DroneVisionError as e:
+    except (DroneVisionError, OSError) as e:
         folder = out_dir()
+        error = e if isinstance(e, DroneVisionError) else write_error(e, folder)
+        if error is None:  # an OSError that is not about the place written to: a bug, with its traceback
+            raise
         if folder is not None and folder.is_dir():
             leftovers = {p.name for p in folder.iterdir()} - _HYDRA_FILES
             if all(name.endswith(".log") for name in leftovers):
                 shutil.rmtree(folder, ignore_errors=True)
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {error}\n")
         sys.exit(2)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where a stage turns it into KeyboardInterrupt
         name = str(e) if str(e) in signal.Signals.__members__ else "SIGINT"
@@ -132,8 +136,26 @@ def hydra_main(
     config_name: str,
     run: Callable[[DictConfig], Any],
     rewrite_overrides: Callable[[list[str]], list[str]] | None = None,
+    *,
+    may_be_missing: Sequence[str] = (),
+    extra_defaults: Callable[[], Mapping[str, Any]] | None = None,
+    validators: Callable[[], Mapping[str, Callable[[str, Any], str | None]]] | None = None,
 ) -> Callable[[], None]:
-    """Build a stage's console entry point: check (and optionally rewrite) overrides, then ``run(cfg)`` under Hydra."""
+    """Build a stage's console entry point: check (and optionally rewrite) the overrides, then ``run(cfg)`` under
+    Hydra.
+
+    Before Hydra makes the output folder, the whole command line is checked (see :mod:`dronevision.config_check`:
+    types, ranges, required values, unknown keys) and the output folder must take a file: bad input or a full or
+    read-only disk is one line and exit 2, with nothing created.
+
+    Args:
+        config_name: the command's primary config.
+        run: the command, called with the composed config.
+        rewrite_overrides: rewrites the command line first (``model=<file>`` -> ``weights=<file>``).
+        may_be_missing: ``???`` keys ``run`` fills in itself when they are not given.
+        extra_defaults: keys outside the config that the command accepts, with defaults that give their types.
+        validators: ``{prefix: check(key, value)}`` for keys checked by other rules than their defaults' types.
+    """
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     def _main(cfg: DictConfig) -> None:
@@ -141,10 +163,25 @@ def hydra_main(
             run(cfg)
 
     def main() -> None:
+        from dronevision.config_check import check_overrides, out_dir_of
+        from dronevision.fsio import check_writable
+
+        logging.raiseExceptions = False  # a log file on a full disk: the error below says so, not a traceback per line
         try:
             check_group_overrides(sys.argv[1:], groups=config_groups(config_name))
             if rewrite_overrides is not None:
                 sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+            cfg = check_overrides(
+                config_name,
+                sys.argv[1:],
+                config_dir=CONFIG_DIR,
+                may_be_missing=may_be_missing,
+                extra_defaults=extra_defaults() if extra_defaults is not None else None,
+                validators=validators() if validators is not None else None,
+            )
+            folder = out_dir_of(cfg) if cfg is not None else None
+            if folder is not None:
+                check_writable(folder)
         except DroneVisionError as e:
             sys.stderr.write(f"error: {e}\n")
             sys.exit(2)
@@ -154,9 +191,7 @@ def hydra_main(
 
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary.json`` atomically (a reader never sees half a file)."""
-    path = out_dir / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    """Write ``summary.json`` whole or not at all (a reader never sees half a file, a full disk never tears it)."""
+    from dronevision.fsio import write_text
+
+    return write_text(out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")

@@ -39,9 +39,9 @@ def configure_offline() -> None:
     dejavu = Path(spec.submodule_search_locations[0]) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
     for font in ("Arial.ttf", "Arial.Unicode.ttf"):
         target = config_dir / font
-        if dejavu.is_file() and not target.exists():
-            try:
+        try:  # a read-only or foreign home (even its stat may be refused): ultralytics uses PIL's default font
+            if dejavu.is_file() and not target.exists():
                 config_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(dejavu, target)
-            except OSError:  # read-only home: ultralytics then falls back to PIL's default font
-                return
+        except OSError:
+            return

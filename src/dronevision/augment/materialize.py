@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from dronevision.dataset.plan import to_yolo_lines
 from dronevision.dataset.writer import link_or_copy, publish, sha256_file
 from dronevision.dataset.yolo import YoloDataset, label_path
 from dronevision.errors import DroneVisionError
+from dronevision.fsio import make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,8 @@ def materialize(
         raise DroneVisionError(f"out_dir {out_dir} already exists (set overwrite=true to replace it)")
     if out_dir == dataset.root or dataset.root.is_relative_to(out_dir):
         raise DroneVisionError(f"out_dir {out_dir} holds the source dataset; choose another folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")  # renamed to out_dir when whole
     try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would follow the folder through the rename
         train = sorted(dataset.splits["train"])
         tasks = [(i, str(p), s) for i, (p, s) in enumerate(zip(train, unique_stems(train)))]
         _JOB = _Job(policy=policy, root=tmp, copies=copies, seed=seed, n_classes=len(dataset.names))

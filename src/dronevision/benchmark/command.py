@@ -26,6 +26,7 @@ from dronevision.benchmark.measure import host_facts, load_frames, make_plan, me
 from dronevision.benchmark.report import plot_fps, report_markdown
 from dronevision.cli import hydra_main, model_overrides, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError, first_line
+from dronevision.fsio import write_text
 from dronevision.mlflow_run import RunRef
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     out_dir = resolve_out_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "benchmark.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out_dir / "report.md").write_text(report_markdown(result))
+    write_text(out_dir / "benchmark.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_text(out_dir / "report.md", report_markdown(result))
     plot_fps(result, out_dir / "fps.png")
 
     best_capacity = None

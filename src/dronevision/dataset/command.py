@@ -9,7 +9,6 @@ import itertools
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from dronevision.dataset.plan import SPLITS, Item, Taxonomy, assign_splits, grou
 from dronevision.dataset.records import Issues, SourceImage
 from dronevision.dataset.writer import DatasetWriter, link_or_copy, publish, sha256_file
 from dronevision.errors import DroneVisionError
+from dronevision.fsio import make_temp_dir, write_error
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,10 @@ def write_item(item: Item, root: Path) -> dict[str, str]:
             for bx1, by1, bx2, by2 in np.round(item.ignore_xyxy).astype(int).tolist():
                 crop[by1:by2, bx1:bx2] = mean
         params = [cv2.IMWRITE_JPEG_QUALITY, 95] if target.suffix in (".jpg", ".jpeg") else []
-        if not cv2.imwrite(str(target), crop, params):
-            raise DroneVisionError(f"{target}: could not be written")
+        ok, encoded = cv2.imencode(target.suffix, crop, params)
+        if not ok:
+            raise DroneVisionError(f"{target}: could not be encoded as {target.suffix}")
+        target.write_bytes(encoded.tobytes())  # a full disk is an OSError naming its errno (imwrite says False)
     label.write_text(to_yolo_lines(item.class_ids, item.xyxy, item.resolution_wh))
     return {item.file: sha256_file(target), item.label_file: sha256_file(label)}
 
@@ -250,16 +252,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     taxonomy = Taxonomy.from_config(OmegaConf.to_container(cfg.taxonomy, resolve=True), index.labels)
     plan_cfg = {"filter": cfg.get("filter"), "tiling": cfg.tiling, "mask_ignored": cfg.mask_ignored}
     items = _planned(sources, index, split_of, taxonomy, plan_cfg, issues)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")  # renamed to out_dir when whole
     try:
         writer = DatasetWriter(tmp, taxonomy)
         for item, hashes in _written(items, tmp, int(cfg.workers or os.cpu_count() or 1), total=len(index.kept)):
             writer.add(item, hashes, group=index.kept[item.record.name][2])
         summary = writer.finish(cfg, sources, issues)
         publish(tmp, out_dir)
-    except BaseException:
+    except BaseException as e:
+        error = write_error(e, out_dir)  # a worker's OSError names no file: name the dataset's folder
         shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from None
         raise
     seconds = time.perf_counter() - started
     n_source = len(index.kept)

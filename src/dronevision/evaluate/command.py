@@ -28,6 +28,7 @@ from dronevision.evaluate.ground_truth import (
     scored_names,
 )
 from dronevision.evaluate.protocols import PROTOCOLS, UNSCORED
+from dronevision.fsio import write_text
 from dronevision.infer.sliced import SliceSettings
 from dronevision.schema import Detections
 
@@ -38,15 +39,18 @@ log = logging.getLogger(__name__)
 
 
 def check_weights(weights: Path, imgsz: int | None) -> Path:
-    """A .pt, .onnx or OpenVINO .xml (or IR folder) that exists; a static input size other than ``imgsz`` is
-    refused."""
+    """A .pt, .onnx or OpenVINO .xml (or IR folder) that exists and holds a detector; a static input size other than
+    ``imgsz`` is refused."""
     from dronevision.infer import ir_xml
+    from dronevision.infer.model import load_checkpoint
 
     weights = ir_xml(Path(weights).expanduser().resolve())
     if not weights.is_file():
         raise DroneVisionError(f"weights {weights} does not exist")
     if weights.suffix not in (".pt", ".onnx", ".xml"):
         raise DroneVisionError(f"weights {weights} is neither a .pt, an .onnx nor an OpenVINO .xml file")
+    if weights.suffix == ".pt":
+        load_checkpoint(weights)  # one line for a file that is no detector's checkpoint, before anything is written
     if weights.suffix in (".onnx", ".xml"):
         from dronevision.infer import read_model_info
 
@@ -58,6 +62,30 @@ def check_weights(weights: Path, imgsz: int | None) -> Path:
                 "was asked for: export with export.dynamic=true or leave model.imgsz unset"
             )
     return weights
+
+
+def dataset_path(given: Any, weights: Path | None) -> tuple[Path, str]:
+    """The dataset to score on and where it came from: ``dataset.path`` when given, else the dataset ``weights``
+    were trained on (:func:`dronevision.infer.model.training_dataset`), said in one log line.
+
+    Raises:
+        DroneVisionError: no ``dataset.path`` and no training dataset that still exists (or no weights to ask).
+    """
+    from dronevision.infer.model import training_dataset
+
+    if given not in (None, ""):
+        return Path(str(given)), "dataset.path"
+    if weights is None:
+        raise DroneVisionError("dataset.path is required with predictions=: give dataset.path=<folder or data.yaml>")
+    found = training_dataset(weights)
+    if found is None:
+        raise DroneVisionError(
+            f"dataset.path is required: {weights} names no training dataset that still exists;"
+            " give dataset.path=<folder>"
+        )
+    path, source = found
+    log.info("dataset.path not given: using %s, the dataset %s was trained on (from %s)", path, weights.name, source)
+    return path, source
 
 
 def load_evaluation_detector(weights: Path, model: Mapping[str, Any], *, threads: int | None, **overrides: Any) -> Any:
@@ -256,12 +284,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.predictions.format not in (None, "visdrone", "coco"):
         raise DroneVisionError(f"predictions.format '{cfg.predictions.format}' is not one of visdrone, coco")
     slicing = SliceSettings.from_config(cfg.slicing)
-    truth = load_ground_truth(Path(cfg.dataset.path), cfg.dataset.split)
+    if weights is not None:
+        weights = check_weights(Path(weights), int(cfg.model.imgsz) if cfg.model.imgsz else None)
+    given = None if OmegaConf.is_missing(cfg.dataset, "path") else cfg.dataset.path
+    data_path, data_source = dataset_path(given, weights)
+    cfg.dataset.path = str(data_path)  # the rest of the run (and its MLflow params) reads the path actually used
+    truth = load_ground_truth(data_path, cfg.dataset.split)
     threads = int(cfg.threads or os.cpu_count() or 1)
     detector, seconds_per_image = None, None
     if weights is not None:
-        imgsz = int(cfg.model.imgsz) if cfg.model.imgsz else None
-        weights = check_weights(Path(weights), imgsz)
         detector = load_evaluation_detector(weights, cfg.model, threads=threads)
         check_same_classes(detector.names, weights, truth)
         predictions, seconds_per_image = predict(detector, truth, settings=slicing, batch=int(cfg.model.batch))
@@ -296,7 +327,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
     metrics["n_images"] = len(truth.images)
     metrics["seconds_per_image"] = seconds_per_image
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
     written_predictions = None
     if cfg.predictions.format == "visdrone":
         written_predictions = str(
@@ -313,6 +344,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "predictions": str(pred_path) if pred_path is not None else None,
         "dataset": {
             "path": str(truth.source),
+            "path_from": data_source,
             "kind": truth.kind,
             "split": cfg.dataset.split,
             "n_images": len(truth.images),
@@ -361,4 +393,4 @@ def _rewrite(overrides: list[str]) -> list[str]:
     return [f"predictions.path={o.partition('=')[2]}" if o.startswith("predictions=") else o for o in overrides]
 
 
-main = hydra_main("evaluate", run, _rewrite)
+main = hydra_main("evaluate", run, _rewrite, may_be_missing=("dataset.path",))  # run finds it from the weights

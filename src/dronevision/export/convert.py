@@ -14,6 +14,7 @@ import numpy as np
 
 from dronevision.errors import DroneVisionError
 from dronevision.export.core import comparable_outputs, head_nodes_to_exclude
+from dronevision.fsio import save_atomic
 from dronevision.infer.model import end2end_args, nms_free, read_metadata
 from dronevision.infer.yolo import read_letterboxed
 
@@ -51,7 +52,7 @@ def export_onnx(
             shutil.copy2(weights, copy)
             exported = YOLO(str(copy)).export(format="onnx", verbose=False, **kwargs)
             out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(exported, out)
+            save_atomic(out, lambda part: shutil.move(exported, part))
     if metadata:
         add_metadata(out, metadata)
     return out
@@ -66,7 +67,7 @@ def add_metadata(onnx_path: Path, metadata: Mapping[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in [*kept, *((str(k), str(v)) for k, v in metadata.items())]:
         model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(onnx_path))
+    save_atomic(onnx_path, lambda part: onnx.save(model, str(part)))
 
 
 def torch_outputs(weights: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -158,7 +159,7 @@ def to_fp16(fp32: Path, out: Path) -> Path:
         log.info("FP16: %d warnings while converting, e.g. %s", len(caught), caught[0].message)
     _copy_metadata(model, half)
     onnx.checker.check_model(half)
-    onnx.save(half, str(out))
+    save_atomic(out, lambda part: onnx.save(half, str(part)))
     return out
 
 
@@ -205,9 +206,10 @@ def to_int8(fp32: Path, out: Path, images: Sequence[Path], *, imgsz: int) -> dic
         if not excluded:
             log.warning("INT8: no ultralytics detection head found in %s; quantizing every node", fp32.name)
         reader = _LetterboxReader(images, input_name=graph.input[0].name, imgsz=imgsz)
+        quantized_file = Path(tmp) / "quantized.onnx"
         quantize_static(
             str(prepared),
-            str(out),
+            str(quantized_file),
             reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -216,9 +218,9 @@ def to_int8(fp32: Path, out: Path, images: Sequence[Path], *, imgsz: int) -> dic
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=excluded,
         )
-    quantized = onnx.load(str(out))
+        quantized = onnx.load(str(quantized_file))
     _copy_metadata(onnx.load(str(fp32), load_external_data=False), quantized)
-    onnx.save(quantized, str(out))
+    save_atomic(out, lambda part: onnx.save(quantized, str(part)))
     ops = [n.op_type for n in quantized.graph.node]
     log.info(
         "INT8: %d QuantizeLinear / %d DequantizeLinear nodes; %d head nodes kept in float; calibrated on %d images",

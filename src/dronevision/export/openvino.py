@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dronevision.export.core import head_nodes_to_exclude
+from dronevision.fsio import make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ def write_ir(model: Any, folder: Path, metadata: Mapping[str, Any]) -> Path:
     import openvino as ov
     import yaml
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    tmp = make_temp_dir(folder.parent, f".{folder.name}-")
     try:
         ov.save_model(model, tmp / IR_NAME, compress_to_fp16=False)
         (tmp / "metadata.yaml").write_text(yaml.safe_dump(dict(metadata), sort_keys=False))

@@ -400,9 +400,8 @@ def failure_reason(e: BaseException) -> str:
         return f"{type(e).__name__}: {first_line(e)}"
     url = re.search(r"API request to (\S+)", text)
     detail = re.search(r"\[Errno \d+\] [^'\")]+|read timeout=[\d.]+|too many \d+ error responses", text)
-    return (
-        f"{type(e).__name__}: no answer from {url.group(1) if url else 'the server'}: {cause.group(1)}"
-        + (f" ({detail.group(0)})" if detail else "")
+    return f"{type(e).__name__}: no answer from {url.group(1) if url else 'the server'}: {cause.group(1)}" + (
+        f" ({detail.group(0)})" if detail else ""
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dronevision.errors import DroneVisionError
+from dronevision.errors import DroneVisionError, first_line
 
 # ultralytics train() arguments that dronevision sets itself, from dataset/model/augment/out_dir.
 OWNED_ARGS = frozenset({"data", "model", "project", "name", "exist_ok", "pretrained", "mode", "task", "augmentations"})
@@ -108,3 +109,24 @@ def resolve_model(model: DictConfig) -> ModelSpec:
     except FileNotFoundError:
         raise DroneVisionError(f"model.cfg {model.cfg}: no such ultralytics model YAML") from None
     return ModelSpec(str(model.cfg), weights, family)
+
+
+def ultralytics_defaults() -> dict[str, Any]:
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return {f"train.{k}": v for k, v in DEFAULT_CFG_DICT.items()}
+
+
+def ultralytics_check(key: str, value: Any) -> str | None:
+    """ultralytics' own type and range rules for a ``train.<arg>`` value (its check runs only after a run began)."""
+    from ultralytics.cfg import check_cfg
+
+    name = key.removeprefix("train.")
+    if name == "resume":
+        return None  # dronevision's switch: checked by check_resume_settings
+    try:
+        check_cfg({name: value}, hard=True)
+    except (TypeError, ValueError) as e:  # "'epochs=abc' is of invalid type str. 'epochs' must be an int ..."
+        reason = re.sub(r"^'[^']*'\s*", "", first_line(e))
+        return f"{key}={value!r}: {reason}"
+    return None

@@ -20,36 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.dataset import YoloDataset, load_yolo_dataset, manifest_lines, manifest_sha256, write_data_yaml
 from dronevision.errors import DroneVisionError
+from dronevision.fsio import write_error
 from dronevision.mlflow_run import RUN_FILE, MlflowRun, RunRef, flatten, git_state, limits
 from dronevision.train.args import (
     ModelSpec,
     check_resume_settings,
     resolve_model,
     train_overrides,
+    ultralytics_check,
+    ultralytics_defaults,
     ultralytics_train_args,
 )
 from dronevision.train.lineage import config_differences, expand_from_run, recorded_config
+from dronevision.train.resume import killed, resume_config
 
 log = logging.getLogger(__name__)
 
 PRUNE_DIR = "prune"  # prune.ratio: the pruned starting checkpoint and prune.json
-
-
-def _resume_config(cfg: DictConfig, out_dir: Path) -> tuple[DictConfig, dict[str, Any], Path | None]:
-    """The interrupted run's own config, its MLflow run, and its ``last.pt`` (None if it never finished an epoch)."""
-    saved, run_file = out_dir / "config.yaml", out_dir / RUN_FILE
-    if not saved.is_file() or not run_file.is_file():
-        raise DroneVisionError(
-            f"train.resume=true: {out_dir} holds no interrupted training ({saved.name} or {RUN_FILE} missing); "
-            "pass the out_dir of the run to resume"
-        )
-    recorded = OmegaConf.load(saved)
-    ignored = config_differences(OmegaConf.to_container(recorded), OmegaConf.to_container(cfg, resolve=True))
-    if ignored:
-        log.warning("resume uses the recorded config of %s; ignoring: %s", out_dir, "; ".join(ignored[:10]))
-    recorded.train.resume = True
-    last = out_dir / "train" / "weights" / "last.pt"
-    return recorded, json.loads(run_file.read_text()), last if last.is_file() else None
 
 
 def _prune(cfg: DictConfig, model: ModelSpec, nc: int, out_dir: Path) -> tuple[ModelSpec, dict[str, Any] | None]:
@@ -254,31 +241,6 @@ def _start_tracking(cfg: DictConfig, out_dir: Path, resumed: dict[str, Any] | No
     return tracker
 
 
-def _killed(out_dir: Path, tracker: MlflowRun, signal_name: str | None) -> None:
-    """Mark the run KILLED and leave a summary saying how to resume it."""
-    tracker.end("KILLED")
-    last = out_dir / "train" / "weights" / "last.pt"
-    resume = f"python -m dronevision.train out_dir={out_dir} train.resume=true"
-    write_summary(
-        out_dir,
-        {
-            "status": "killed",
-            "signal": signal_name or "SIGINT",
-            "last_pt": str(last) if last.is_file() else None,
-            "resume": resume,
-            "run_id": tracker.run_id,
-            "out_dir": str(out_dir),
-        },
-    )
-    log.warning(
-        "training interrupted by %s; run %s marked KILLED; %s; resume with: %s",
-        signal_name or "SIGINT",
-        tracker.run_id,
-        f"last.pt holds the last finished epoch ({last})" if last.is_file() else "no epoch had finished",
-        resume,
-    )
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate the best weights with pycocotools, export ONNX, register the model; returns summary.json."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
@@ -291,7 +253,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_resume_settings(cfg.train)
     resumed, last = None, None
     if cfg.train.resume:
-        cfg, resumed, last = _resume_config(cfg, out_dir)
+        cfg, resumed, last = resume_config(cfg, out_dir)
     # Check everything the user gave before writing anything.
     args = ultralytics_train_args(OmegaConf.to_container(cfg.train, resolve=True), DEFAULT_CFG_DICT)
     args.pop("resume", None)
@@ -354,8 +316,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
-            _killed(out_dir, tracker, signals.received)
+            killed(out_dir, tracker, signals.received)
             raise
+        except OSError as e:  # a full disk or a folder gone read-only: say what is left and how to go on
+            error = write_error(e, out_dir)
+            if error is None:
+                raise
+            last = out_dir / "train" / "weights" / "last.pt"
+            kept = f"{last} holds the last finished epoch" if last.is_file() else "no epoch had finished"
+            raise DroneVisionError(
+                f"{error}; {kept}; make room, then: python -m dronevision.train out_dir={out_dir} train.resume=true"
+            ) from None
         finally:
             if status == "FAILED":
                 tracker.end("FAILED")
@@ -402,4 +373,10 @@ def _rewrite(overrides: list[str]) -> list[str]:
     return train_overrides(expand_from_run(overrides), DEFAULT_CFG_DICT)
 
 
-main = hydra_main("train", run, _rewrite)
+main = hydra_main(
+    "train",
+    run,
+    _rewrite,
+    extra_defaults=ultralytics_defaults,
+    validators=lambda: {"train.": ultralytics_check},
+)

@@ -103,8 +103,24 @@ class _DroneVisionMixin:
         return dataset
 
     def save_model(self) -> None:
-        with _Signals.saving():
-            super().save_model()  # type: ignore[misc]
+        """ultralytics' checkpoints, each written to a temporary name, flushed and renamed: a signal, a crash or a
+        full disk leaves last.pt and best.pt as the last whole ones, never torn."""
+        final = {"last": self.last, "best": self.best}  # type: ignore[attr-defined]
+        parts = {k: p.with_name(f".{p.name}.part") for k, p in final.items()}
+        self.last, self.best = parts["last"], parts["best"]
+        try:
+            with _Signals.saving():
+                super().save_model()  # type: ignore[misc]
+                for key, part in parts.items():
+                    if part.exists():
+                        _fsync(part)
+                        part.replace(final[key])
+        except BaseException:
+            for part in parts.values():
+                part.unlink(missing_ok=True)
+            raise
+        finally:
+            self.last, self.best = final["last"], final["best"]
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
         """The pruned model itself when ``weights`` is one (no YAML describes its channels); else ultralytics'."""
@@ -133,6 +149,39 @@ def _drop_ultralytics_callbacks(trainer: Any) -> None:
     whenever ray is installed; dronevision uses Ray for sampling, not tuning)."""
     for event, fns in trainer.callbacks.items():
         trainer.callbacks[event] = [f for f in fns if getattr(f, "__module__", "") not in _DROPPED_CALLBACKS]
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _atomic_final_checkpoints() -> None:
+    """ultralytics strips the optimizer from last.pt and best.pt in place when training ends (``torch.save`` over
+    the file); write the stripped copy to a temporary name and rename it instead, so a full disk cannot tear them.
+    ``torch.save`` reports a full disk as a RuntimeError; it is raised as the ``ENOSPC`` it is."""
+    import errno
+    import shutil
+
+    import ultralytics.engine.trainer as trainer_module
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    def atomic_strip_optimizer(f: Any = "best.pt", s: str = "", updates: Any = None) -> Any:
+        target = Path(s or f)
+        part = target.with_name(f".{target.name}.part")
+        try:
+            out = strip_optimizer(f, str(part), updates=updates)
+            if part.exists():
+                _fsync(part)
+                part.replace(target)
+            return out
+        except BaseException as e:
+            part.unlink(missing_ok=True)
+            if isinstance(e, RuntimeError) and shutil.disk_usage(target.parent).free < Path(f).stat().st_size:
+                raise OSError(errno.ENOSPC, "No space left on device", str(part)) from e
+            raise
+
+    trainer_module.strip_optimizer = atomic_strip_optimizer
 
 
 def _skip_amp_download() -> None:
@@ -217,6 +266,7 @@ def fit(
     if "," not in str(args.get("device")):  # DDP workers get their metrics from results.csv afterwards
         net.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     _skip_amp_download()
+    _atomic_final_checkpoints()
     with _env(POLICY_ENV, json.dumps(dict(policy_cfg)) if policy_cfg is not None else None):
         net.train(
             trainer=DroneVisionRTDETRTrainer if model.family == "rtdetr" else DroneVisionTrainer,
