@@ -8,6 +8,7 @@ no root rights are needed and nothing stays mounted; where the machine does not 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -69,7 +70,7 @@ def _on_tmpfs(mount: Path, options: str, script: str) -> subprocess.CompletedPro
 def _one_error_line(stderr: str) -> str:
     """The command's last stderr line, checked to be its one-line error (no traceback before it)."""
     assert "Traceback" not in stderr, stderr[-3000:]
-    line = stderr.strip().splitlines()[-1]
+    line = [part.strip() for part in re.split(r"[\r\n]", stderr) if part.strip()][-1]  # as a terminal shows it
     assert line.startswith("error: "), stderr[-3000:]
     return line
 
@@ -148,6 +149,26 @@ def test_a_disk_that_fills_while_the_dataset_is_written_leaves_nothing(tmp_path:
     line = _one_error_line(done.stderr)
     assert line.startswith(f"error: cannot write {mount}/out: no space left on the device ("), line
     assert done.stdout.splitlines() == ["rc=2"]  # neither the dataset nor its temporary folder is left
+
+
+def test_a_disk_that_fills_while_frames_are_sampled_stops_in_one_line(tmp_path: Path) -> None:
+    """Not each video's error in turn: the out_dir is full, so the command stops and keeps no half video."""
+    from tests.test_faults_footage import encode, scenes
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b"):
+        encode(videos / f"{name}.mp4", scenes(8, (640, 480)))
+    mount = tmp_path / "mnt"
+    done = _on_tmpfs(
+        mount,
+        "size=256k",
+        f"{sys.executable} -m dronevision.sample input={videos} out_dir={mount}/out sampling.every_s=0.1; "
+        f"echo rc=$?; find {mount}/out -name '*.jpg' | wc -l",
+    )
+    line = _one_error_line(done.stderr)
+    assert line.startswith(f"error: cannot write {mount}/out: no space left on the device ("), line
+    assert done.stdout.split() == ["rc=2", "0"]  # no frame of a half-sampled video is left
 
 
 @pytest.mark.slow
@@ -243,7 +264,10 @@ def test_a_write_that_fails_halfway_leaves_the_previous_file(tmp_path: Path) -> 
 
 
 def test_write_errors_name_the_folder_and_the_free_space(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
     full = write_error(OSError(28, "No space left on device", str(tmp_path / "weights" / "last.pt")))
+    gone = write_error(OSError(28, "No space left on device", str(tmp_path / "frames" / ".tmp-v1" / "000001.jpg")))
+    assert str(gone).startswith(f"cannot write {tmp_path}: no space left")  # the temporary folder was removed
     assert str(full).startswith(f"cannot write {tmp_path / 'weights'}: no space left on the device (")
     assert " free of " in str(full)
     unnamed = write_error(OSError(28, "No space left on device"), tmp_path)

@@ -124,12 +124,23 @@ def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterat
             leftovers = {p.name for p in folder.iterdir()} - _HYDRA_FILES
             if all(name.endswith(".log") for name in leftovers):
                 shutil.rmtree(folder, ignore_errors=True)
+        _close_progress_bars()
         sys.stderr.write(f"error: {error}\n")
         sys.exit(2)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM where a stage turns it into KeyboardInterrupt
         name = str(e) if str(e) in signal.Signals.__members__ else "SIGINT"
         sys.stderr.write(f"interrupted by {name}\n")
         sys.exit(128 + signal.Signals[name].value)
+
+
+def _close_progress_bars() -> None:
+    """Close the progress bars an error left open, so that the error line starts a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
 
 
 def hydra_main(

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -151,8 +151,8 @@ def write_error(e: BaseException, folder: Path | None = None) -> DroneVisionErro
 
     Examples:
         >>> import errno
-        >>> write_error(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out/summary.json"))
-        DroneVisionError('cannot write /mnt/ro/out: read-only file system')
+        >>> write_error(OSError(errno.EROFS, "Read-only file system", "/tmp/summary.json"))
+        DroneVisionError('cannot write /tmp: read-only file system')
         >>> write_error(ValueError("x")) is None
         True
     """
@@ -160,6 +160,9 @@ def write_error(e: BaseException, folder: Path | None = None) -> DroneVisionErro
         return None
     named = Path(e.filename) if isinstance(e.filename, (str, os.PathLike)) else None
     where = folder if named is None else named if _is_dir(named) else named.parent
+    if named is not None:
+        with suppress(OSError):  # a temporary folder removed on the way out: name the folder the user knows
+            where = _existing(where)
     message = f"cannot write {where if where is not None else 'the output'}: {_WRITE_ERRORS[e.errno]}"
     if e.errno in (errno.ENOSPC, errno.EDQUOT) and where is not None:
         try:
@@ -168,6 +171,25 @@ def write_error(e: BaseException, folder: Path | None = None) -> DroneVisionErro
         except OSError:
             pass
     return DroneVisionError(message)
+
+
+def is_write_fault(e: BaseException, out_dir: Path) -> bool:
+    """Whether ``e`` is about writing into ``out_dir`` (full, read-only, refused), not about one input: a per-item
+    error handler lets it through, so the command stops with one line instead of failing every item the same way.
+
+    Examples:
+        >>> import errno
+        >>> is_write_fault(OSError(errno.ENOSPC, "full"), Path("/out")), is_write_fault(ValueError(), Path("/out"))
+        (True, False)
+        >>> is_write_fault(OSError(errno.EACCES, "denied", "/data/in.mp4"), Path("/out"))
+        False
+    """
+    if write_error(e) is None:
+        return False
+    name = getattr(e, "filename", None)
+    if name is None:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # type: ignore[attr-defined]
+    return Path(name).absolute().is_relative_to(Path(out_dir).absolute())
 
 
 def check_writable(folder: Path) -> None:

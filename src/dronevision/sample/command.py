@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
 from dronevision.executor import run_tasks
+from dronevision.fsio import is_write_fault
 from dronevision.sample.decode import (
     DecodedFrame,
     DecodeError,
@@ -190,6 +191,8 @@ def sample_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any])
             }
     except (VideoError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_fault(e, out_dir):  # a full or read-only out_dir is not this video's fault: stop, in one line
+            raise
         result.update(error=str(e).strip().splitlines()[0], records=[], kept=0)
         return result
     result["drops"] = dict(drops)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dronevision.fsio import is_write_fault
 from dronevision.schema import Detections
 from dronevision.track.report import write_csv
 from dronevision.track.sightings import SIGHTING_COLUMNS, TrackLog
@@ -271,6 +272,8 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
         if writer is not None:
             writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_fault(e, out_dir):  # a full or read-only out_dir is not this video's fault: stop, in one line
+            raise
         result.update(error=str(e).strip().splitlines()[0])
         log.warning("%s: %s", path, result["error"])
     except BaseException:
