@@ -23,6 +23,33 @@ from dronevision.infer import box_areas
 SMALL, MEDIUM = 32**2, 96**2  # COCO's size buckets (box area in pixels)
 
 
+def object_size(box_wh: Sequence[np.ndarray]) -> dict[str, float | int | None]:
+    """How large the objects of a split are, in pixels of the written images: the number the altitude a model
+    was trained for comes down to (``side`` is the square root of a box's area).
+
+    Examples:
+        >>> object_size([np.array([[10.0, 10.0], [20.0, 5.0]]), np.array([[40.0, 40.0]])])["median_side_px"]
+        10.0
+        >>> object_size([])["boxes"], object_size([])["median_side_px"]
+        (0, None)
+    """
+    wh = (
+        np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1, 2) for a in box_wh]) if box_wh else np.empty((0, 2))
+    )
+    if not len(wh):
+        keys = ("median_w_px", "median_h_px", "median_side_px", "p10_side_px", "p90_side_px")
+        return {"boxes": 0, **dict.fromkeys(keys)}
+    side = np.sqrt(wh[:, 0] * wh[:, 1])
+    return {
+        "boxes": len(wh),
+        "median_w_px": round(float(np.median(wh[:, 0])), 2),
+        "median_h_px": round(float(np.median(wh[:, 1])), 2),
+        "median_side_px": round(float(np.median(side)), 2),
+        "p10_side_px": round(float(np.percentile(side, 10)), 2),
+        "p90_side_px": round(float(np.percentile(side, 90)), 2),
+    }
+
+
 def publish(tmp: Path, out_dir: Path) -> None:
     """Move a finished temporary folder to ``out_dir``; an existing ``out_dir`` (overwrite) is swapped out, then
     deleted, so a reader never sees a half-written folder."""
@@ -111,6 +138,7 @@ class DatasetWriter:
         self.n_images, self.n_boxes, self.n_ignored = Counter(), Counter(), 0
         self.class_counts = {s: Counter() for s in SPLITS}
         self.sizes = {s: Counter() for s in SPLITS}
+        self.box_wh: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
         self.groups: dict[str, set[str]] = {s: set() for s in SPLITS}
         self.samples: list[str] = []
 
@@ -120,6 +148,8 @@ class DatasetWriter:
         self.n_images[split] += 1
         self.groups[split].add(group)
         areas = box_areas(item.xyxy)
+        xyxy = np.asarray(item.xyxy, dtype=np.float64).reshape(-1, 4)
+        self.box_wh[split].append(xyxy[:, 2:] - xyxy[:, :2])
         self.sizes[split].update(np.where(areas < SMALL, "small", np.where(areas < MEDIUM, "medium", "large")).tolist())
         self.class_counts[split].update(self.taxonomy.classes[c] for c in item.class_ids)
         self.n_ignored += len(item.ignore_xyxy)
@@ -197,6 +227,8 @@ class DatasetWriter:
             "groups": {s: sorted(self.groups[s]) for s in present},
             "class_counts": {s: dict(sorted(self.class_counts[s].items())) for s in present},
             "box_sizes": {s: {k: self.sizes[s][k] for k in ("small", "medium", "large")} for s in present},
+            "object_size": {s: object_size(self.box_wh[s]) for s in present},
+            "gsd_m": cfg.get("gsd_m"),
             "ignored_regions": self.n_ignored,
             "dropped": dict(sorted(issues.dropped.items())),
             "clipped": dict(sorted(issues.clipped.items())),
@@ -212,6 +244,8 @@ class DatasetWriter:
             "images": head["images"],
             "boxes": {s: self.class_counts[s].total() for s in present},
             "class_counts": head["class_counts"],
+            "object_size": head["object_size"],
+            "gsd_m": head["gsd_m"],
             "dropped": head["dropped"],
             "clipped": head["clipped"],
             "skipped": head["skipped"],

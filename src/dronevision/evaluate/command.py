@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
+from dronevision.evaluate.altitude import altitude_mlflow_metrics, check_scales, evaluate_altitude
 from dronevision.evaluate.ground_truth import (
     GroundTruth,
     check_protocols,
@@ -219,6 +220,7 @@ def _track(cfg: DictConfig, weights: Path | None, out_dir: Path, metrics: Mappin
         if protocol in metrics:
             overall = {k: v for k, v in metrics[protocol]["overall"].items() if v is not None}
             tracker.log_metrics({f"{prefix}/{protocol}/{k}": v for k, v in overall.items()})
+    tracker.log_metrics(altitude_mlflow_metrics(metrics.get("altitude"), prefix))
     for path in sorted(out_dir.glob("*.png")) + [out_dir / "metrics.json"]:
         tracker.log_artifact(path, "evaluate")
     if own:
@@ -284,6 +286,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.predictions.format not in (None, "visdrone", "coco"):
         raise DroneVisionError(f"predictions.format '{cfg.predictions.format}' is not one of visdrone, coco")
     slicing = SliceSettings.from_config(cfg.slicing)
+    scales = check_scales(cfg.get("scales"), with_weights=weights is not None)
     if weights is not None:
         weights = check_weights(Path(weights), int(cfg.model.imgsz) if cfg.model.imgsz else None)
     given = None if OmegaConf.is_missing(cfg.dataset, "path") else cfg.dataset.path
@@ -325,6 +328,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "map50_95": ours["map50_95"] - (reference["AP"] or 0.0),
             },
         }
+    if scales:  # the altitude shift: the same model on zoomed variants of the split
+        kw = {"detector": detector, "settings": slicing, "batch": int(cfg.model.batch), "coco": metrics.get("coco")}
+        metrics["altitude"] = evaluate_altitude(scales, truth, predictions, out_dir=out_dir, **kw)
     metrics["n_images"] = len(truth.images)
     metrics["seconds_per_image"] = seconds_per_image
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
@@ -354,6 +360,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "slicing": bool(cfg.slicing.enabled) and weights is not None,
         "metrics": {p: metrics[p]["overall"] for p in protocols},
         "ultralytics": metrics.get("ultralytics"),
+        "altitude": metrics.get("altitude"),
         "seconds_per_image": seconds_per_image,
         "metrics_json": str(out_dir / "metrics.json"),
         "pictures": pictures,
@@ -382,6 +389,8 @@ def _print_summary(summary: Mapping[str, Any]) -> None:
             f"  ultralytics mAP50 {u['map50']:.3f}  mAP50-95 {u['map50_95']:.3f}  "
             f"(minus ours: {u['minus_ours']['map50']:+.3f} / {u['minus_ours']['map50_95']:+.3f})"
         )
+    for z, m in ((summary.get("altitude") or {}).get("per_scale") or {}).items():
+        lines.append(f"  altitude {z}x: mAP50 {m['map50'] or 0:.3f}  mAP50-95 {m['map50_95'] or 0:.3f}")
     lines.append(f"  metrics  {summary['metrics_json']}")
     if summary["mlflow"]["ok"]:
         lines.append(f"  mlflow   run {summary['mlflow']['run_id']}")

@@ -184,6 +184,25 @@ def _log_to_training_run(found: RunRef | None, out_dir: Path, summary: dict[str,
 # --- entry point -----------------------------------------------------------------------------------------------
 
 
+def training_object_size(weights: Path) -> dict[str, str]:
+    """The training set's median object size (``train_median_box_px``) and ground sample distance (``train_gsd_m``,
+    when the dataset stage was told it), from the manifest of the dataset the weights were trained on; what a
+    detector needs to see new footage at its training scale (``slicing.gsd``). Empty when unknown."""
+    import json
+
+    found = training_dataset(weights)
+    if found is None:
+        return {}
+    folder = found[0] if found[0].is_dir() else found[0].parent
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):  # not built by the dataset stage: no manifest
+        return {}
+    size = (manifest.get("object_size") or {}).get("train") or {}
+    values = {"train_median_box_px": size.get("median_side_px"), "train_gsd_m": manifest.get("gsd_m")}
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
 def _export_variants(
     plan: Plan, ex: DictConfig, out_dir: Path, run: RunRef | None
 ) -> tuple[dict[str, Path], dict[str, Any] | None]:
@@ -200,7 +219,7 @@ def _export_variants(
             dynamic=ex.dynamic,
             simplify=ex.simplify,
             out=out_dir / FILES["fp32"],
-            metadata=run.metadata() if run else None,
+            metadata={**(run.metadata() if run else {}), **training_object_size(plan.weights)} or None,
         )
     }
     if ex.half:

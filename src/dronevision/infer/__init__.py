@@ -11,6 +11,10 @@ check, the benchmark's end-to-end path, the evaluation after training, track) go
   stage's tiling).
 - :mod:`~dronevision.infer.detector`: :func:`load_detector` for ``.pt`` (ultralytics on torch), ``.onnx`` and IR.
 - :mod:`~dronevision.infer.sliced`: :class:`SliceSettings`, :func:`sliced_predict`, :func:`predict_images`.
+- :mod:`~dronevision.infer.gsd`: GSD-aware inference: :class:`GsdSettings` (``slicing.gsd``), :class:`GsdScaler`
+  (sidecar, DJI SRT or config), :func:`gsd_from_altitude`, :func:`resize_factor`, :func:`parse_srt` (pure).
+- :mod:`~dronevision.infer.multiscale`: :func:`scaled_predict` (``slicing.scales`` and GSD resizing),
+  :func:`merge_scales` (pure).
 
 Example::
 
@@ -20,6 +24,15 @@ Example::
 
 from dronevision.infer.detector import Detector, OnnxDetector, TorchDetector, default_threads, load_detector
 from dronevision.infer.geometry import box_areas, clip_boxes, shift_boxes, slice_bboxes
+from dronevision.infer.gsd import (
+    GsdScaler,
+    GsdSettings,
+    altitude_at,
+    gsd_from_altitude,
+    parse_sidecar,
+    parse_srt,
+    resize_factor,
+)
 from dronevision.infer.merge import greedy_nmm, merge_detections, nms, overlap, pairwise_overlap
 from dronevision.infer.model import (
     ModelInfo,
@@ -30,11 +43,21 @@ from dronevision.infer.model import (
     read_metadata_props,
     read_model_info,
 )
+from dronevision.infer.multiscale import merge_scales, scaled_predict
 from dronevision.infer.session import RUNTIMES, OrtSession, Session, available, check_runtime, open_session
 from dronevision.infer.sliced import SliceSettings, predict_images, read_bgr, sliced_predict
 from dronevision.infer.yolo import Letterbox, decode, letterbox_batch, letterbox_image, letterbox_plan
 
 __all__ = [
+    "scaled_predict",
+    "merge_scales",
+    "resize_factor",
+    "parse_srt",
+    "parse_sidecar",
+    "gsd_from_altitude",
+    "altitude_at",
+    "GsdSettings",
+    "GsdScaler",
     "RUNTIMES",
     "Detector",
     "Letterbox",

@@ -25,6 +25,7 @@ import numpy as np
 from dronevision.errors import DroneVisionError
 from dronevision.infer.detector import Detector, add_time
 from dronevision.infer.geometry import shift_boxes, slice_bboxes
+from dronevision.infer.gsd import GsdScaler, GsdSettings
 from dronevision.infer.merge import MATCHES, MERGES, merge_detections
 from dronevision.schema import Detections
 
@@ -78,6 +79,10 @@ class SliceSettings:
         match: ``ios`` (intersection over the smaller box) or ``iou``.
         match_threshold: boxes overlapping at least this much are merged or suppressed.
         class_agnostic: merge boxes across classes.
+        scales: multi-scale inference, e.g. ``(0.75, 1.0, 1.5)``: each image also resized by these factors, the
+            boxes mapped back and merged by ``merge``/``match`` (:mod:`dronevision.infer.multiscale`); None: one.
+        gsd: GSD-aware inference (:class:`dronevision.infer.gsd.GsdSettings`): images resized so that objects
+            appear at the training scale; off while ``gsd.train_m`` is None.
 
     Examples:
         >>> SliceSettings.from_config({"enabled": True, "tile": 512}).tile
@@ -97,6 +102,8 @@ class SliceSettings:
     match: str = "ios"
     match_threshold: float = 0.5
     class_agnostic: bool = False
+    scales: tuple[float, ...] | None = None
+    gsd: GsdSettings = GsdSettings()
 
     def __post_init__(self) -> None:
         if not isinstance(self.tile, int) or isinstance(self.tile, bool) or self.tile < 1:
@@ -108,6 +115,20 @@ class SliceSettings:
         for name, value, choices in (("merge", self.merge, MERGES), ("match", self.match, MATCHES)):
             if value not in choices:
                 raise DroneVisionError(f"slicing.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if self.scales is not None:
+            scales = self.scales if isinstance(self.scales, (list, tuple)) else [self.scales]
+            if not scales or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 8 for x in scales
+            ):
+                raise DroneVisionError(f"slicing.scales must be a list of factors in (0, 8], got {self.scales!r}")
+            object.__setattr__(self, "scales", tuple(float(x) for x in scales))
+        if isinstance(self.gsd, Mapping):
+            object.__setattr__(self, "gsd", GsdSettings.from_config(self.gsd))
+
+    @property
+    def scaling(self) -> bool:
+        """Whether images are resized before detection (``scales`` or ``gsd`` set)."""
+        return self.scales is not None or self.gsd.active
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> SliceSettings:
@@ -119,7 +140,12 @@ class SliceSettings:
         unknown = sorted(set(config) - set(names))
         if unknown:
             raise DroneVisionError(f"unknown slicing keys {unknown}; valid: {', '.join(names)}")
-        return cls(**{k: v for k, v in config.items() if v is not None})
+        values = {k: v for k, v in config.items() if v is not None}
+        if "scales" in values and not isinstance(values["scales"], (int, float)):
+            values["scales"] = tuple(values["scales"])  # a Hydra ListConfig
+        if "gsd" in values:
+            values["gsd"] = GsdSettings.from_config(dict(values["gsd"]))
+        return cls(**values)
 
 
 # --- inference -------------------------------------------------------------------------------------------------
@@ -183,8 +209,15 @@ def predict_images(
     """Detections per image, in order: plain inference in batches of ``batch`` images, or sliced inference
     (:func:`sliced_predict`) image by image when ``settings.enabled``. Images are BGR arrays or files, read as they
     come. The one loop that evaluate, compare, pre-labelling and track run a detector with.
+
+    With ``settings.scales`` or ``settings.gsd`` images are resized first (the config's GSD; per-video sidecars and
+    SRT tracks are the caller's: :meth:`GsdScaler.for_video`) by :func:`dronevision.infer.multiscale.scaled_predict`.
     """
     from tqdm import tqdm
+
+    if settings.scaling:
+        yield from _scaled_images(detector, images, settings=settings, batch=batch, progress=progress)
+        return
 
     step = batch if not settings.enabled else 1
     chunks = [images[i : i + step] for i in range(0, len(images), step)]
@@ -195,3 +228,25 @@ def predict_images(
             yield sliced_predict(detector, frames[0], settings)
         else:
             yield from detector.predict(frames, batch=batch)
+
+
+def _scaled_images(
+    detector: Detector,
+    images: Sequence[np.ndarray | str | Path],
+    *,
+    settings: SliceSettings,
+    batch: int,
+    progress: bool,
+) -> Iterator[Detections]:
+    """:func:`predict_images` with images resized by the config's GSD factor and ``settings.scales``."""
+    from tqdm import tqdm
+
+    from dronevision.infer.multiscale import scaled_predict
+
+    scaler = GsdScaler(settings.gsd)
+    step = 1 if settings.enabled else batch
+    chunks = [images[i : i + step] for i in range(0, len(images), step)]
+    for chunk in tqdm(chunks, desc="inference", unit="batch", disable=not progress or len(images) < 2):
+        frames = [item if isinstance(item, np.ndarray) else read_bgr(item) for item in chunk]
+        factors = [scaler.factor(frame.shape[1]) for frame in frames]
+        yield from scaled_predict(detector, frames, settings, factors=factors, batch=batch)

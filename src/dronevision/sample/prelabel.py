@@ -47,7 +47,8 @@ def prelabel(
         imgsz: the inference size (of each tile, with slicing).
         device: ultralytics' device (``cpu``, ``0``, ...); None picks one.
         class_map: model class id -> name to write; ids not in it are dropped. Default: the model's ``names``.
-        slicing: sliced inference for small objects in large frames (``slicing.enabled``); None: plain inference.
+        slicing: sliced inference for small objects in large frames (``slicing.enabled``), multi-scale inference
+            (``slicing.scales``) and GSD resizing from the config (``slicing.gsd``); None: plain inference.
         runtime: the detector's runtime (:func:`dronevision.infer.load_detector`).
         threads: CPU threads; None: every core.
 
@@ -80,6 +81,8 @@ def prelabel(
     detections = predict_images(detector, paths, settings=settings, progress=len(paths) > 1)
     items = [(path, wh, det.filter(classes=names)) for path, wh, det in zip(paths, sizes, detections)]
     mode = f"sliced {settings}" if settings.enabled else "plain"
+    if settings.scaling:
+        mode += f", scales {settings.scales or (1.0,)}, GSD {settings.gsd}"
     log.info(
         "%s: %d boxes on %d images (conf >= %g, %s)", weights, sum(len(d) for _, _, d in items), len(items), conf, mode
     )

@@ -86,6 +86,26 @@ def class_ids(names: Mapping[int, str], wanted: Sequence[str] | None) -> list[in
     return [by_name[c] for c in wanted]
 
 
+def unscaled_settings(slicing: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The ``slicing`` settings without ``scales``/``gsd`` while both are off, so that results tracked before those
+    keys existed keep their fingerprint.
+
+    Examples:
+        >>> unscaled_settings({"tile": 640, "scales": None, "gsd": {"train_m": None, "sidecar": True}})
+        {'tile': 640}
+        >>> unscaled_settings({"tile": 640, "scales": [1.0, 1.5], "gsd": None})
+        {'tile': 640, 'scales': [1.0, 1.5]}
+    """
+    if not slicing:
+        return slicing
+    out = dict(slicing)
+    if out.get("scales") is None:
+        out.pop("scales", None)
+    if not (out.get("gsd") or {}).get("train_m"):
+        out.pop("gsd", None)
+    return out
+
+
 def _done(out_dir: Path, video_id: str, sha: str, fingerprint: str) -> dict[str, Any] | None:
     """The stored result of a video tracked before with the same content and settings, else None."""
     path = out_dir / "videos" / video_id / "result.json"
@@ -136,6 +156,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     task_cfg["class_ids"] = class_ids(detector.names, cfg.get("classes"))
     check_out_dir(out_dir, model, model_sha, overwrite=bool(cfg.overwrite))
     settings = {k: task_cfg.get(k) for k in RESULT_KEYS}
+    settings["slicing"] = unscaled_settings(settings["slicing"])
     task_cfg["fingerprint"] = hashlib.sha256(json.dumps([model_sha, settings], sort_keys=True).encode()).hexdigest()
 
     results: list[dict[str, Any] | None] = []

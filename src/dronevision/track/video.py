@@ -143,7 +143,7 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
     A video that cannot be read gives a result with ``error`` set and leaves no folder. ``cfg`` is the resolved
     track config plus ``sha256`` (the video's content hash), ``fingerprint`` and ``class_ids`` (None: all).
     """
-    from dronevision.infer import SliceSettings, sliced_predict
+    from dronevision.infer import GsdScaler, SliceSettings, scaled_predict, sliced_predict
     from dronevision.sample.decode import VideoError, check_complete, read_frames
     from dronevision.sample.frames import Sampler
     from dronevision.track.draw import Annotator, Mp4Writer, contact_sheet
@@ -162,12 +162,14 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
         "error": None,
         "frames_decoded": 0,
         "frames_processed": 0,
+        "gsd": None,
     }
     writer = None
     try:
         detector = detector_for(cfg)
         names = detector.names
         slicing = SliceSettings.from_config(cfg["slicing"])
+        scaler = GsdScaler.for_video(Path(path), slicing.gsd)  # its sidecar or SRT, read once per video
         tracker = make_tracker(cfg["tracker"])
         every_s = float(cfg["every_s"] or 0)
         info, frames = read_frames(
@@ -205,7 +207,10 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
             for pending in _prefetch(batches, decode_pool):  # the next batch decodes while this one is detected
                 tick = time.perf_counter()
                 images = [image for _, _, image in pending]
-                if slicing.enabled:
+                if slicing.scaling:  # GSD resizing and/or multi-scale (the frame's altitude at its time)
+                    factors = [scaler.factor(image.shape[1], t) for _, t, image in pending]
+                    found = scaled_predict(detector, images, slicing, factors=factors, batch=batch)
+                elif slicing.enabled:
                     found = [sliced_predict(detector, image, slicing) for image in images]
                 else:
                     padded = images + images[-1:] * (batch - len(images)) if pad else images
@@ -262,6 +267,7 @@ def track_video(path: str, video_id: str, out_dir: str, cfg: Mapping[str, Any]) 
             sightings=dict(sorted(Counter(s["class"] for s in sightings).items())),
             n_sightings=len(sightings),
             tracks=len(tracks.tracks),
+            gsd=scaler.summary(),
         )
         if truth is not None:
             result["mot"] = mot_metrics(truth, predicted, processed, iou=float(cfg["labels"]["iou"]))
