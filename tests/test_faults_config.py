@@ -92,7 +92,9 @@ def test_what_the_configs_allow_still_composes() -> None:
         ("evaluate", ["weights=x.pt", "protocol=coco", "dataset.path=d"]),
         ("export", ["weights=x.pt", "export.int8=true", "export.calibration=null"]),
         ("dataset_build", ["source.format=coco", "source.path=a.json", "split.val_fraction=0", "tiling=none"]),
-        ("track", ["weights=x.onnx", "input=v.mp4", "every_s=0.5", "tracker=bytetrack"]),
+        ("track", ["weights=x.onnx", "input=v.mp4", "every_s=0.5", "tracker=bytetrack", "start_s=12.5"]),
+        ("sample", ["input=x.mp4", "start_s=1.5"]),
+        ("train", ["mlflow.timeout_s=2.5"]),
     ]
     from dronevision.train.args import ultralytics_check, ultralytics_defaults
 
@@ -106,5 +108,6 @@ def test_what_the_configs_allow_still_composes() -> None:
 
 def test_help_and_cfg_flags_are_left_to_hydra() -> None:
     assert check_overrides("train", ["--cfg", "job", "train.epochs=abc"], config_dir=CONFIG_DIR) is None
+    assert check_overrides("train", ["-cd", "/tmp", "train.epochs=2"], config_dir=CONFIG_DIR) is None  # another config
     with pytest.raises(DroneVisionError, match="train.epochs=2.5: expected an integer"):
         check_overrides("train", ["train.epochs=2,2.5", "-m"], config_dir=CONFIG_DIR)  # every choice of a sweep

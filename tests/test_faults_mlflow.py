@@ -202,3 +202,22 @@ def test_every_call_is_bounded_by_the_configured_timeout(tmp_path: Path) -> None
                     accepted += 1
     assert accepted == 1  # the one try of start (retries=0); after it failed no call went to the server again
     assert len(Spool(tmp_path)) == 1 + 1 + 20  # the header, start, 20 metric batches
+
+
+def test_a_later_run_in_a_folder_with_unsent_ops_is_kept_after_them(tmp_path: Path) -> None:
+    """A training killed while its server was down, resumed once the store answers: the new calls must not overtake
+    the kept ones (a sync would otherwise end the run KILLED after it FINISHED)."""
+    out, store = tmp_path / "stage", f"sqlite:///{tmp_path}/mlflow.db"
+    first = MlflowRun("http://127.0.0.1:9", "exp", out_dir=out, timeout_s=1, retries=0).start()
+    first.log_metrics({"m": 1.0}, step=1)
+    first.end("KILLED")
+    second = MlflowRun(store, "exp", out_dir=out).start()  # the store answers, but the folder is behind
+    assert not second.active and second.pending == out / PENDING_DIR and "not sent yet" in str(second.error)
+    second.log_metrics({"m": 2.0}, step=2)
+    second.end("FINISHED")
+    assert [op["op"] for op in Spool(out).read()] == ["run", "start", "log_batch", "end"] * 2
+
+    sync(out, tracking_uri=store)
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id], order_by=["attributes.start_time"])
+    assert [(r.info.status, r.data.metrics["m"]) for r in runs] == [("KILLED", 1.0), ("FINISHED", 2.0)]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterat
         yield
     except (DroneVisionError, OSError) as e:
         folder = out_dir()
-        error = e if isinstance(e, DroneVisionError) else write_error(e, folder)
+        error = e if isinstance(e, DroneVisionError) else _os_error(e, folder)
         if error is None:  # an OSError that is not about the place written to: a bug, with its traceback
             raise
         if folder is not None and folder.is_dir():
@@ -131,6 +132,15 @@ def user_errors(out_dir: Callable[[], Path | None] = hydra_output_dir) -> Iterat
         name = str(e) if str(e) in signal.Signals.__members__ else "SIGINT"
         sys.stderr.write(f"interrupted by {name}\n")
         sys.exit(128 + signal.Signals[name].value)
+
+
+def _os_error(e: OSError, out_dir: Path | None) -> DroneVisionError | None:
+    """The one line for an OSError that is about the disk: writing the outputs, or reading an input we may not."""
+    name = e.filename if isinstance(e.filename, str) else None
+    outside = out_dir is None or not Path(name or out_dir).absolute().is_relative_to(Path(out_dir).absolute())
+    if e.errno in (errno.EACCES, errno.EPERM) and name and outside:
+        return DroneVisionError(f"cannot read {name}: permission denied")
+    return write_error(e, out_dir)
 
 
 def _close_progress_bars() -> None:
@@ -192,7 +202,8 @@ def hydra_main(
             )
             folder = out_dir_of(cfg) if cfg is not None else None
             if folder is not None:
-                check_writable(folder)
+                with suppress(OSError):  # not about writing (a name too long, ...): Hydra will say what it is
+                    check_writable(folder)
         except DroneVisionError as e:
             sys.stderr.write(f"error: {e}\n")
             sys.exit(2)

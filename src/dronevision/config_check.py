@@ -20,6 +20,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dronevision.errors import DroneVisionError, first_line
 
+# integer settings that count things (a seconds value or a threshold that defaults to a whole number takes 1.5)
+_COUNT = re.compile(
+    r"(^|\.)(epochs|imgsz|max_det|batch|batch_size|n_frames|calibration_images|workers|seed|patience|every_n|"
+    r"min_frames|copies|retries|threads|tile|streams|opset|region_grid)$"
+)
+# flags that pick another config (the check would compose the wrong one): Hydra checks those command lines itself
+_OTHER_CONFIG = {"-cp", "-cn", "-cd", "--config-path", "--config-name", "--config-dir"}
 _FLAGS_WITHOUT_RUN = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version", "--shell-completion"}
 _ABSENT = object()
 
@@ -63,6 +70,8 @@ def type_problem(key: str, value: Any, default: Any) -> str | None:
         (None, None, None)
         >>> type_problem("train.imgsz", [640, 384], 640), type_problem("protocol", "coco", ["coco", "visdrone"])
         (None, None)
+        >>> type_problem("start_s", 1.5, 0), type_problem("train.epochs", 2.5, 100)  # a count stays whole
+        (None, 'train.epochs=2.5: expected an integer (the default is 100)')
         >>> type_problem("train.cache", "yes", False)
         "train.cache='yes': expected true or false (the default is False)"
     """
@@ -79,7 +88,9 @@ def type_problem(key: str, value: Any, default: Any) -> str | None:
                 float(value)
             except ValueError:
                 wanted = _type_name(default)
-        elif not _numeric(value) or (isinstance(default, int) and isinstance(value, float) and not value.is_integer()):
+        elif not _numeric(value) or (
+            isinstance(default, int) and isinstance(value, float) and not value.is_integer() and _COUNT.search(key)
+        ):
             wanted = _type_name(default)
     elif isinstance(default, (dict, DictConfig)):
         wanted = None if isinstance(value, (dict, DictConfig)) else "a mapping"
@@ -189,7 +200,7 @@ def check_overrides(
     from omegaconf.errors import OmegaConfBaseException
 
     args = [a for a in overrides if not a.startswith("-")]
-    if any(a.split("=")[0] in _FLAGS_WITHOUT_RUN for a in overrides if a.startswith("-")):
+    if any(a.split("=")[0] in _FLAGS_WITHOUT_RUN | _OTHER_CONFIG for a in overrides if a.startswith("-")):
         return None
     try:
         parsed = OverridesParser.create().parse_overrides(args)
@@ -236,6 +247,10 @@ def check_overrides(
             cfg = compose(config_name, overrides=first)
     except (HydraException, OmegaConfBaseException) as e:
         raise DroneVisionError(first_line(e)) from None
+    except DroneVisionError:
+        raise
+    except Exception:  # noqa: BLE001 - a command line this check does not understand: Hydra will judge it
+        return None
     missing = sorted(set(OmegaConf.missing_keys(cfg)) - set(may_be_missing))
     if missing:
         raise DroneVisionError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,7 +13,17 @@ from urllib.parse import urlparse
 
 from dronevision.errors import first_line
 from dronevision.mlflow_run.ref import RunRef
-from dronevision.mlflow_run.spool import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, Spool, apply, http_limits, now_ms
+from dronevision.mlflow_run.spool import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    Spool,
+    apply,
+    failure_reason,
+    http_limits,
+    limits,
+    now_ms,
+    sync_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +121,8 @@ class MlflowRun:
         self._client: Any = None
         self._spool = Spool(out_dir) if out_dir is not None else None
         self._kept = 0
+        self._kept_ops: set[str] = set()
+        self._was_behind = False
 
     @classmethod
     def from_config(cls, mlflow_cfg: Mapping[str, Any] | None, out_dir: Path | None = None) -> MlflowRun:
@@ -144,6 +155,8 @@ class MlflowRun:
         """
         tracker = cls(tracking_uri, experiment="", out_dir=out_dir, timeout_s=timeout_s, retries=retries)
         tracker.run_id = run_id
+        if tracker._behind():
+            return tracker
         try:
             from mlflow.tracking import MlflowClient
 
@@ -171,7 +184,7 @@ class MlflowRun:
     @property
     def pending(self) -> Path | None:
         """The folder holding what could not be sent, once something is kept there."""
-        return self._spool.dir if self._spool is not None and self._kept else None
+        return self._spool.dir if self._spool is not None and (self._kept or self._was_behind) else None
 
     @property
     def ref(self) -> RunRef | None:
@@ -225,6 +238,9 @@ class MlflowRun:
             "tags": {k: str(v) for k, v in (tags or {}).items()},
             "time_ms": now_ms(),
         }
+        if self._behind():
+            self._keep(op)
+            return self
         try:
             from mlflow.tracking import MlflowClient
 
@@ -240,6 +256,21 @@ class MlflowRun:
         self._client, self.run_id = client, run_id
         log.info("MLflow run %s in experiment '%s' at %s", self.run_id, self.experiment, self.tracking_uri)
         return self
+
+    def _behind(self) -> bool:
+        """Whether ``out_dir`` still holds ops an earlier run of this folder could not send: everything of this run
+        is then kept after them, in order (sending it live would put it before them once synced)."""
+        unsent = self._spool.unsent() if self._spool is not None else 0
+        if unsent:
+            self.error = f"{unsent} earlier MLflow ops of this folder not sent yet"
+            self._was_behind = True
+            log.warning(
+                "%s holds %d MLflow ops not sent yet; this run's tracking is kept after them; send all with: %s",
+                self._spool.dir,  # type: ignore[union-attr]
+                unsent,
+                sync_command(self._spool.out_dir),  # type: ignore[union-attr]
+            )
+        return bool(unsent)
 
     def _fail(self, what: str, e: Exception) -> None:
         self.error = f"{what}: {failure_reason(e)}"
@@ -264,6 +295,7 @@ class MlflowRun:
                 self._spool.append({"op": "run", "tracking_uri": self.tracking_uri, "run_id": self.run_id})
             self._spool.append(op)
             self._kept += 1
+            self._kept_ops.add(op["op"])
         except OSError as e:
             log.warning("MLflow: could not keep '%s' in %s: %s", op["op"], self._spool.dir, first_line(e))
 
@@ -361,7 +393,7 @@ class MlflowRun:
             "op": "log_detector",
             "model_file": str(model_file),
             "example_images": [str(p) for p in example_images],
-            "metadata": json.loads(json.dumps(dict(metadata or {}), default=str)),
+            "metadata": dict(metadata or {}),  # as given live; the spool keeps it as JSON
             "name": name,
         }
         model_id = self._send(op)
@@ -376,50 +408,9 @@ class MlflowRun:
         Returns ``{"name", "version", "alias", "source", "model_id"}``, or None when tracking is off or registration
         fails (one warning, as for every other call).
         """
-        if model_id is None and not self._kept:
+        if model_id is None and "log_detector" not in self._kept_ops:
             return None
         entry = self._send({"op": "register", "name": name, "model_id": model_id, "alias": alias})
         if entry is not None:
             log.info("MLflow model registry: %s version %s%s", name, entry["version"], f" (@{alias})" if alias else "")
         return entry
-
-
-def failure_reason(e: BaseException) -> str:
-    """What went wrong with a call, short: MLflow's HTTP errors carry urllib3's whole retry story in one line.
-
-    Examples:
-        >>> failure_reason(OSError("API request to http://h/api failed with exception HTTPConnectionPool(host=h): "
-        ...     "Max retries (Caused by ReadTimeoutError('HTTPConnectionPool: Read timed out. (read timeout=5)'))"))
-        'OSError: no answer from http://h/api: ReadTimeoutError (read timeout=5)'
-        >>> failure_reason(ValueError("bad"))
-        'ValueError: bad'
-    """
-    text = first_line(e, limit=None)
-    cause = re.search(r"Caused by (\w+)\(", text)
-    if cause is None:
-        return f"{type(e).__name__}: {first_line(e)}"
-    url = re.search(r"API request to (\S+)", text)
-    detail = re.search(r"\[Errno \d+\] [^'\")]+|read timeout=[\d.]+|too many \d+ error responses", text)
-    return f"{type(e).__name__}: no answer from {url.group(1) if url else 'the server'}: {cause.group(1)}" + (
-        f" ({detail.group(0)})" if detail else ""
-    )
-
-
-def limits(mlflow_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``timeout_s`` and ``retries`` from a stage's ``mlflow`` config (defaults where it has none).
-
-    Examples:
-        >>> limits({"timeout_s": 2}), limits(None)["retries"]
-        ({'timeout_s': 2.0, 'retries': 1}, 1)
-    """
-    c = dict(mlflow_cfg or {})
-    timeout_s, retries = c.get("timeout_s"), c.get("retries")
-    return {
-        "timeout_s": float(DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s),
-        "retries": int(DEFAULT_RETRIES if retries is None else retries),
-    }
-
-
-def sync_command(out_dir: Path) -> str:
-    """The command that sends what a run kept in ``out_dir``."""
-    return f"python -m dronevision.mlflow_run sync out_dir={out_dir}"

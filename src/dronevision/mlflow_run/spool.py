@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from dronevision.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +168,7 @@ def _log_detector(client: Any, run_id: str, op: Mapping[str, Any], path: Any) ->
                 local,
                 path(op["model_file"]),
                 example_images=[path(p) for p in op["example_images"]],
-                metadata=op.get("metadata"),
+                metadata=_json_keys_back(op.get("metadata")),
                 mlflow_model=mlflow_model,
             )
             client.log_model_artifacts(model.model_id, str(local))
@@ -176,6 +179,19 @@ def _log_detector(client: Any, run_id: str, op: Mapping[str, Any], path: Any) ->
             client.finalize_logged_model(model.model_id, "FAILED")
         raise
     return str(model.model_id)
+
+
+def _json_keys_back(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Class names as the model gives them (``{0: "car"}``): a spooled op went through JSON, which made keys strings.
+
+    Examples:
+        >>> _json_keys_back({"names": {"0": "car"}, "imgsz": 64})
+        {'names': {0: 'car'}, 'imgsz': 64}
+    """
+    out = dict(metadata or {})
+    if isinstance(out.get("names"), Mapping):
+        out["names"] = {int(k) if str(k).isdigit() else k: v for k, v in out["names"].items()}
+    return out
 
 
 def _register(client: Any, tracking_uri: str, run_id: str, op: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,6 +272,10 @@ class Spool:
                 log.warning("%s:%d: torn last record (the process died writing it); left out", self.ops_file, number)
         return ops
 
+    def unsent(self) -> int:
+        """How many kept ops no sync has sent yet."""
+        return len(self) - int(self.state()["done"]) if self.ops_file.is_file() else 0
+
     def state(self) -> dict[str, Any]:
         """How far :func:`sync` got: ``done`` ops, the ``run_id`` and the last logged ``model_id``."""
         if self.state_file.is_file():
@@ -266,3 +286,44 @@ class Spool:
         tmp = self.state_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(dict(state), indent=1))
         tmp.replace(self.state_file)
+
+
+def failure_reason(e: BaseException) -> str:
+    """What went wrong with a call, short: MLflow's HTTP errors carry urllib3's whole retry story in one line.
+
+    Examples:
+        >>> failure_reason(OSError("API request to http://h/api failed with exception HTTPConnectionPool(host=h): "
+        ...     "Max retries (Caused by ReadTimeoutError('HTTPConnectionPool: Read timed out. (read timeout=5)'))"))
+        'OSError: no answer from http://h/api: ReadTimeoutError (read timeout=5)'
+        >>> failure_reason(ValueError("bad"))
+        'ValueError: bad'
+    """
+    text = first_line(e, limit=None)
+    cause = re.search(r"Caused by (\w+)\(", text)
+    if cause is None:
+        return f"{type(e).__name__}: {first_line(e)}"
+    url = re.search(r"API request to (\S+)", text)
+    detail = re.search(r"\[Errno \d+\] [^'\")]+|read timeout=[\d.]+|too many \d+ error responses", text)
+    return f"{type(e).__name__}: no answer from {url.group(1) if url else 'the server'}: {cause.group(1)}" + (
+        f" ({detail.group(0)})" if detail else ""
+    )
+
+
+def limits(mlflow_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``timeout_s`` and ``retries`` from a stage's ``mlflow`` config (defaults where it has none).
+
+    Examples:
+        >>> limits({"timeout_s": 2}), limits(None)["retries"]
+        ({'timeout_s': 2.0, 'retries': 1}, 1)
+    """
+    c = dict(mlflow_cfg or {})
+    timeout_s, retries = c.get("timeout_s"), c.get("retries")
+    return {
+        "timeout_s": float(DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s),
+        "retries": int(DEFAULT_RETRIES if retries is None else retries),
+    }
+
+
+def sync_command(out_dir: Path) -> str:
+    """The command that sends what a run kept in ``out_dir``."""
+    return f"python -m dronevision.mlflow_run sync out_dir={out_dir}"

@@ -58,8 +58,10 @@ def sync(
     for number, op in enumerate(ops[done:], done + 1):
         try:
             with http_limits(timeout_s, retries):
-                if op["op"] == "run":
-                    state["run_id"] = state.get("run_id") or op["run_id"]
+                if op["op"] == "run":  # a later session's header names its own run
+                    state["run_id"] = op["run_id"] or state.get("run_id")
+                elif op["op"] == "register" and op.get("model_id") is None and state.get("model_id") is None:
+                    log.warning("%s: op %d registers a model that was never logged; left out", spool.ops_file, number)
                 else:
                     if op["op"] == "register" and op.get("model_id") is None:
                         op = {**op, "model_id": state.get("model_id")}
@@ -111,8 +113,8 @@ def _record(out_dir: Path, uri: str, state: dict[str, Any], results: dict[str, A
         block.update(run_id=block.get("run_id") or run_id, ok=True, synced=True, pending=None, sync=None)
     if "run_id" in summary and not summary["run_id"]:
         summary["run_id"] = run_id
-    if "log_detector" in results and "logged_model" in summary:
-        model_id = results["log_detector"]
+    if state.get("model_id") and "logged_model" in summary:  # logged by this sync or by an earlier, cut one
+        model_id = state["model_id"]
         logged = summary["logged_model"] or {}
         summary["logged_model"] = {**logged, "model_id": model_id, "uri": f"models:/{model_id}"}
     if "register" in results and "registered_model" in summary:

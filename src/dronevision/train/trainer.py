@@ -108,6 +108,8 @@ class _DroneVisionMixin:
         final = {"last": self.last, "best": self.best}  # type: ignore[attr-defined]
         parts = {k: p.with_name(f".{p.name}.part") for k, p in final.items()}
         self.last, self.best = parts["last"], parts["best"]
+        for part in parts.values():  # a part left by a killed process must not pass for this epoch's
+            part.unlink(missing_ok=True)
         try:
             with _Signals.saving():
                 super().save_model()  # type: ignore[misc]
@@ -169,6 +171,7 @@ def _atomic_final_checkpoints() -> None:
     def atomic_strip_optimizer(f: Any = "best.pt", s: str = "", updates: Any = None) -> Any:
         target = Path(s or f)
         part = target.with_name(f".{target.name}.part")
+        part.unlink(missing_ok=True)  # strip_optimizer writes nothing for a file that is no checkpoint
         try:
             out = strip_optimizer(f, str(part), updates=updates)
             if part.exists():
