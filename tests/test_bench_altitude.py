@@ -23,17 +23,8 @@ def bench():
 def test_help_runs():
     done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for option in (
-        "--epochs",
-        "--imgsz",
-        "--batch",
-        "--out",
-        "--recipe",
-        "--fraction",
-        "--skip-plain",
-        "--skip-recipe",
-    ):
-        assert option in done.stdout
+    options = ("--epochs", "--imgsz", "--batch", "--out", "--recipe", "--fraction", "--skip-plain", "--skip-recipe")
+    assert all(option in done.stdout for option in options)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,295 @@
+"""Altitude robustness: plain YOLOv8n against dronevision's recipe, same budget, scored on zoomed test images.
+
+1. trains, from scratch with the same budget (``--epochs`` at ``--imgsz``, batch ``--batch``, one class) on the
+   train split of the bundled aerial-cars data (validation on its ``valid`` split):
+
+   - **plain**: ultralytics alone, ``YOLO("yolov8n.yaml").train(data=..., device="cpu", workers=0, seed=0, ...)``,
+     with its MLflow callback removed and torch on all cores once ultralytics has picked the device (as
+     dronevision's trainer does; ultralytics alone leaves one core idle);
+   - **recipe**: ``python -m dronevision.train dataset.path=<data> train.epochs=E train.imgsz=S <--recipe>``
+     (default ``augment=aerial``; e.g. ``--recipe "augment=aerial model=yolov8n_p2"``), ONNX export off;
+
+   each in a process of its own, its output in ``<out>/<name>.log``;
+2. scores both ``best.pt`` on the TEST split at zoom 0.5, 1, 2 and 3 with ``python -m dronevision.evaluate
+   ... dataset.split=test scales=[0.5,1,2,3] protocol=coco`` (COCO mAP50 and mAP50-95 per scale, see
+   docs/evaluate.md "Altitude shift"): z < 1 as seen from higher up (shrunk, tiled), z > 1 from lower down (crops
+   enlarged);
+3. prints a Markdown table per scale (plain, recipe, recipe - plain), the recipe's targets (mAP50 >= 0.71 at 1x,
+   >= 0.65 at 2x, >= 0.55 at 3x) met or not, the training time of each with the ratio, the command line, the CPU
+   and the date, and writes it all to ``<out>/bench_altitude.json``.
+
+    python scripts/bench_altitude.py                        # 30 epochs at 416 each: hours on a 2-core CPU
+    python scripts/bench_altitude.py --recipe "augment=aerial model=yolov8n_p2"
+    python scripts/bench_altitude.py --skip-plain           # reuse <out>/plain's best.pt, train the recipe again
+    python scripts/bench_altitude.py --epochs 1 --imgsz 64 --fraction 0.1 --out /tmp/bench-alt-smoke   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench_altitude")
+
+REPO = Path(__file__).resolve().parents[1]
+AERIAL_CARS = REPO / "data" / "samples" / "aerial-cars"
+SCALES = (0.5, 1.0, 2.0, 3.0)
+TARGETS = {1.0: 0.71, 2.0: 0.65, 3.0: 0.55}  # the recipe's mAP50 on the test split (issue 16)
+# ultralytics' integrations dronevision's trainer drops too: its MLflow run, and Ray Tune (on whenever ray is installed)
+DROPPED_CALLBACKS = ("ultralytics.utils.callbacks.mlflow", "ultralytics.utils.callbacks.raytune")
+
+
+def scale_name(z: float) -> str:
+    """A scale as dronevision.evaluate spells it in metrics.json ("0.5", "1", "2", "3")."""
+    return f"{z:g}"
+
+
+# --- child process: plain ultralytics --------------------------------------------------------------------------
+
+
+def train_plain_child(spec_path: Path) -> None:
+    """``YOLO("yolov8n.yaml").train(...)`` as the spec says; writes ``run.json`` (weights, seconds) beside it."""
+    spec = json.loads(spec_path.read_text())
+    import dronevision  # noqa: F401  (offline environment before ultralytics is imported)
+
+    os.environ["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]  # anything MLflow still writes goes to --out
+    from ultralytics import YOLO
+
+    from dronevision.train.speed import keep_threads
+
+    def on_pretrain_routine_start(trainer: Any) -> None:  # the device is picked; no model or dataloader yet
+        """No MLflow run (and no Ray Tune reports: on whenever ray is installed); torch on all cores."""
+        for event, fns in trainer.callbacks.items():
+            trainer.callbacks[event] = [f for f in fns if getattr(f, "__module__", "") not in DROPPED_CALLBACKS]
+        if trainer.device.type == "cpu":
+            keep_threads(os.cpu_count() or 1)
+
+    model = YOLO(spec["arch"], task="detect")
+    model.add_callback("on_pretrain_routine_start", on_pretrain_routine_start)
+    started = time.perf_counter()
+    model.train(**spec["args"])
+    seconds = time.perf_counter() - started
+    save_dir = Path(model.trainer.save_dir)
+    best = Path(model.trainer.best)
+    weights = best if best.is_file() else Path(model.trainer.last)
+    record = {"weights": str(weights), "seconds": round(seconds, 2), "results_csv": str(save_dir / "results.csv")}
+    (Path(spec["project"]) / "run.json").write_text(json.dumps(record, indent=2))
+
+
+# --- parent: train, evaluate, compare --------------------------------------------------------------------------
+
+
+def run_logged(cmd: list[str], log_path: Path) -> None:
+    """A command in a process of its own, its output in ``log_path`` (and its tail in the error if it fails)."""
+    log.info("running: %s  (output: %s)", shlex.join(cmd), log_path)
+    with log_path.open("w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+    if done.returncode:
+        tail = log_path.read_text()[-3000:]
+        raise SystemExit(f"{shlex.join(cmd)} failed (exit {done.returncode}), see {log_path}:\n{tail}")
+
+
+def train_seconds(results_csv: Path) -> float | None:
+    """The training loop's seconds (epochs with their validation): the ``time`` of results.csv's last row."""
+    if not results_csv.is_file():
+        return None
+    with results_csv.open() as f:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+    return float(rows[-1]["time"]) if rows and rows[-1].get("time") else None
+
+
+def train_plain(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain ultralytics YOLOv8n into ``<out>/plain`` (or the run already there with ``--skip-plain``)."""
+    from dronevision.dataset import load_yolo_dataset, write_data_yaml
+
+    project = args.out / "plain"
+    record_path = project / "run.json"
+    if not args.skip_plain:
+        shutil.rmtree(project, ignore_errors=True)  # ultralytics appends to an existing results.csv
+        project.mkdir(parents=True)
+        # ultralytics resolves a data.yaml's relative `path` against the working directory, not the file (the
+        # bundled `path: .` fails): the same absolute image lists as dronevision.train writes for itself
+        data_yaml = write_data_yaml(load_yolo_dataset(args.data), project / "data" / "data.yaml")
+        spec = {
+            "arch": "yolov8n.yaml",
+            "project": str(project),
+            "tracking_uri": f"sqlite:///{args.out / 'mlflow.db'}",
+            "args": {
+                "data": str(data_yaml),
+                "epochs": args.epochs,
+                "imgsz": args.imgsz,
+                "batch": args.batch,
+                "device": args.device,
+                "workers": 0,
+                "seed": 0,
+                "fraction": args.fraction,
+                "plots": False,
+                "project": str(project),
+                "name": "train",
+                "exist_ok": True,
+            },
+        }
+        spec_path = project / "spec.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+        run_logged([sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path)], args.out / "plain.log")
+    elif not record_path.is_file():
+        raise SystemExit(f"--skip-plain: {record_path} not found; train it once without --skip-plain")
+    record = json.loads(record_path.read_text())
+    return {**record, "train_s": train_seconds(Path(record["results_csv"]))}
+
+
+def train_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """dronevision's recipe through its train command into ``<out>/recipe`` (or reuse it with ``--skip-recipe``)."""
+    out = args.out / "recipe"
+    summary_path = out / "summary.json"
+    if not args.skip_recipe:
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [
+            sys.executable, "-m", "dronevision.train", f"dataset.path={args.data}", f"train.epochs={args.epochs}",
+            f"train.imgsz={args.imgsz}", f"train.batch={args.batch}", f"train.device={args.device}",
+            f"train.fraction={args.fraction}", "train.seed=0", "train.plots=false", "export.enabled=false",
+            *shlex.split(args.recipe), f"out_dir={out}", f"mlflow.tracking_uri=sqlite:///{args.out / 'mlflow.db'}",
+            "mlflow.experiment=bench-altitude",
+        ]  # fmt: skip
+        run_logged(cmd, args.out / "recipe.log")
+    elif not summary_path.is_file():
+        raise SystemExit(f"--skip-recipe: {summary_path} not found; train it once without --skip-recipe")
+    summary = json.loads(summary_path.read_text())
+    return {
+        "weights": summary["weights"],
+        "seconds": summary.get("seconds"),
+        "results_csv": str(out / "train" / "results.csv"),
+        "train_s": train_seconds(out / "train" / "results.csv"),
+    }
+
+
+def evaluate(name: str, weights: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``python -m dronevision.evaluate`` on the test split at every scale; its ``altitude.per_scale``."""
+    out = args.out / f"eval-{name}"
+    scales = "[" + ",".join(scale_name(z) for z in SCALES) + "]"
+    cmd = [
+        sys.executable, "-m", "dronevision.evaluate", f"weights={weights}", f"dataset.path={args.data}",
+        "dataset.split=test", f"scales={scales}", "protocol=coco", "pictures.enabled=false", f"out_dir={out}",
+        f"mlflow.tracking_uri=sqlite:///{args.out / 'mlflow.db'}",
+    ]  # fmt: skip
+    run_logged(cmd, args.out / f"eval-{name}.log")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return metrics["altitude"]["per_scale"]
+
+
+def _f(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def report(record: dict[str, Any]) -> str:
+    """The final human summary: the table per scale, the targets, the training times."""
+    a = record["args"]
+    plain, recipe = record["runs"]["plain"], record["runs"]["recipe"]
+    lines = [
+        f"Command: {record['command']}",
+        f"Date: {record['date']}; CPU: {record['cpu']} ({record['cores']} cores); device {a['device']}",
+        f"Both from scratch, {a['epochs']} epochs at {a['imgsz']} px, batch {a['batch']}, fraction {a['fraction']},"
+        f" on {a['data']} (train; val: valid); scored on its test split, COCO protocol",
+        f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe']}",
+        "",
+        "| scale | mAP50 plain | mAP50 recipe | mAP50 diff | mAP50-95 plain | mAP50-95 recipe | mAP50-95 diff |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in record["table"]:
+        cells = [_f(row[k]) for k in ("plain_map50", "recipe_map50")] + [_f(row["diff_map50"], "+.3f")]
+        cells += [_f(row[k]) for k in ("plain_map50_95", "recipe_map50_95")] + [_f(row["diff_map50_95"], "+.3f")]
+        lines.append(f"| {row['scale']}x | " + " | ".join(cells) + " |")
+    lines.append("")
+    for t in record["targets"]:
+        verdict = "met" if t["met"] else "not met"
+        lines.append(f"Target {t['scale']}x: recipe mAP50 {_f(t['map50'])} >= {t['target']:.2f}: {verdict}")
+    lines.append("")
+    lines.append("| run | training s (results.csv) | whole command s | training time / plain |")
+    lines.append("|---|---:|---:|---:|")
+    for name, run in (("plain", plain), ("recipe", recipe)):
+        ratio = run["train_s"] / plain["train_s"] if run["train_s"] and plain["train_s"] else None
+        lines.append(f"| {name} | {_f(run['train_s'], '.0f')} | {_f(run['seconds'], '.0f')} | {_f(ratio, '.2f')}x |")
+    lines.append(f"\nJSON: {record['json']}")
+    return "\n".join(lines)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs of each run (the same budget)")
+    parser.add_argument("--imgsz", type=int, default=416)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="training device of both runs: cpu, or a GPU index")
+    parser.add_argument("--data", type=Path, default=AERIAL_CARS, help="a YOLO dataset (folder or data.yaml)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_altitude"), help="every output lands here")
+    parser.add_argument(
+        "--recipe", default="augment=aerial", help='dronevision.train overrides, e.g. "augment=aerial model=yolov8n_p2"'
+    )
+    parser.add_argument(
+        "--fraction", type=float, default=1.0, help="fraction of the training images (both runs; < 1 for smoke runs)"
+    )
+    parser.add_argument("--skip-plain", action="store_true", help="reuse <out>/plain instead of training it")
+    parser.add_argument("--skip-recipe", action="store_true", help="reuse <out>/recipe instead of training it")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    from dronevision.benchmark.measure import cpu_name
+
+    args.out = args.out.expanduser().resolve()
+    args.data = args.data.expanduser().resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    runs = {"plain": train_plain(args), "recipe": train_recipe(args)}
+    scores = {name: evaluate(name, run["weights"], args) for name, run in runs.items()}
+    table = []
+    for z in SCALES:
+        p, r = scores["plain"].get(scale_name(z), {}), scores["recipe"].get(scale_name(z), {})
+        row: dict[str, Any] = {"scale": scale_name(z)}
+        for key in ("map50", "map50_95"):
+            row.update({f"plain_{key}": p.get(key), f"recipe_{key}": r.get(key)})
+            row[f"diff_{key}"] = _diff(p.get(key), r.get(key))
+        table.append(row)
+    targets = []
+    for z, target in TARGETS.items():
+        value = scores["recipe"].get(scale_name(z), {}).get("map50")
+        targets.append({"scale": scale_name(z), "target": target, "map50": value, "met": (value or 0) >= target})
+    record = {
+        "command": command,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "child"},
+        "runs": runs,
+        "per_scale": scores,
+        "table": table,
+        "targets": targets,
+        "json": str(args.out / "bench_altitude.json"),
+    }
+    Path(record["json"]).write_text(json.dumps(record, indent=2))
+    print("\n" + report(record))
+    return record
+
+
+if __name__ == "__main__":
+    cli_args = get_args_parser().parse_args()
+    if cli_args.child:
+        train_plain_child(cli_args.child)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        main(cli_args)
