@@ -53,6 +53,8 @@ def test_train_on_bundled_data_one_run_with_metrics_and_artifacts(
         "experiment": "e2e",
         "ok": True,
         "error": None,
+        "pending": None,
+        "sync": None,
     }
 
     client = MlflowClient(summary["tracking_uri"])
