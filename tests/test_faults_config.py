@@ -27,25 +27,11 @@ SAMPLES = REPO / "data" / "samples" / "aerial-cars"
             ["train.epochs=abc"],
             "train.epochs='abc': is of invalid type str. 'epochs' must be an int (i.e. 'epochs=8')",
         ),
-        ("train", ["train.epochs=0"], "train.epochs=0: is an invalid value. 'epochs' must be >= 1."),
         ("train", ["+trian.epochs=5"], "unknown key trian.epochs in the train config; did you mean train.epochs?"),
-        ("train", ["trian.epochs=5"], "unknown key trian.epochs in the train config; did you mean train.epochs?"),
-        ("train", ["mlflow.retries=many"], "mlflow.retries='many': expected an integer (the default is 1)"),
-        ("train", ["threads=0"], "threads=0: expected at least 1 (null: all cores)"),
         (
             "dataset",
             ["source.format=yolo", f"source.path={SAMPLES}", "split.val_fraction=abc"],
             "split.val_fraction='abc': expected a number (the default is 0.2)",
-        ),
-        (
-            "dataset",
-            ["source.format=yolo", f"source.path={SAMPLES}", "split.val_fraction=1.5"],
-            "split.val_fraction=1.5: expected a fraction of the images, 0..1",
-        ),
-        (
-            "dataset",
-            ["source.format=yolo", "overwrite=maybe"],
-            "overwrite='maybe': expected true or false (the default is False)",
         ),
         ("sample", ["input=x.mp4", "+sampling.every_z=3"], "unknown key sampling.every_z in the sample config"),
         ("evaluate", ["predictions=x"], "dataset.path is required"),
@@ -71,6 +57,35 @@ def test_bad_values_and_unknown_keys_are_one_line_and_nothing_is_made(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no out_dir, no store, no Hydra folder in the cwd
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "message"),
+    [
+        ("train", ["train.epochs=0"], "train.epochs=0: is an invalid value. 'epochs' must be >= 1."),
+        ("train", ["trian.epochs=5"], "unknown key trian.epochs in the train config; did you mean train.epochs?"),
+        ("train", ["mlflow.retries=many"], "mlflow.retries='many': expected an integer (the default is 1)"),
+        ("train", ["threads=0"], "threads=0: expected at least 1 (null: all cores)"),
+        (
+            "dataset_build",
+            ["source.format=yolo", f"source.path={SAMPLES}", "split.val_fraction=1.5"],
+            "split.val_fraction=1.5: expected a fraction of the images, 0..1",
+        ),
+        (
+            "dataset_build",
+            ["source.format=yolo", "overwrite=maybe"],
+            "overwrite='maybe': expected true or false (the default is False)",
+        ),
+    ],
+)
+def test_more_bad_values_are_one_line(command: str, overrides: list[str], message: str) -> None:
+    """The same check in-process (the command lines above show that nothing is made before it)."""
+    from dronevision.train.args import ultralytics_check, ultralytics_defaults
+
+    kwargs = {"extra_defaults": ultralytics_defaults(), "validators": {"train.": ultralytics_check}}
+    with pytest.raises(DroneVisionError) as e:
+        check_overrides(command, overrides, config_dir=CONFIG_DIR, **(kwargs if command == "train" else {}))
+    assert str(e.value).startswith(message)
 
 
 def test_what_the_configs_allow_still_composes() -> None:
