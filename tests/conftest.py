@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -70,6 +71,21 @@ def compose_config(config_name: str, *overrides: str) -> DictConfig:
     """A primary config of configs/ composed with overrides, as its command would compose it."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def compose_sample(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose configs/sample.yaml with outputs in tmp_path/out and one worker."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        return compose_config("sample", f"out_dir={tmp_path / 'out'}", "workers=1", *overrides)
+
+    return _compose
+
+
+def frame_records(out: Path) -> list[dict]:
+    """The sample stage's frames.jsonl records."""
+    return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture

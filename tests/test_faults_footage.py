@@ -6,20 +6,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from omegaconf import DictConfig
 
 from dronevision.errors import DroneVisionError
 from dronevision.sample import run
 from dronevision.sample.command import frame_name
 from dronevision.sample.frames import changed_regions, find_duplicate, hamming
 
-from .conftest import compose_config
+from .conftest import frame_records
 
 pytestmark = pytest.mark.faults
 
@@ -65,18 +64,6 @@ def decodable(path: Path) -> list[float]:
     return times
 
 
-@pytest.fixture
-def compose_sample(tmp_path: Path) -> Callable[..., DictConfig]:
-    def _compose(*overrides: str) -> DictConfig:
-        return compose_config("sample", f"out_dir={tmp_path / 'out'}", "workers=1", *overrides)
-
-    return _compose
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
-
-
 # --- footage that is damaged but readable -------------------------------------------------------------------------
 
 
@@ -115,7 +102,7 @@ def test_cut_video_keeps_the_frames_before_the_damage_and_records_where(
     assert line == stopped["reason"] and "\n" not in line
     assert re.match(rf"({reason}): decoding stopped at {times[-1]:.1f} s of 10.0 s after {len(times)} frames", line)
     seconds = [s for s in range(10) if s <= times[-1]]  # one frame per second, every one a new scene
-    assert [r["pts_s"] for r in _records(tmp_path / "out")] == seconds
+    assert [r["pts_s"] for r in frame_records(tmp_path / "out")] == seconds
     kept = sorted(p.name for p in (tmp_path / "out" / "frames").iterdir())
     assert kept == [frame_name(video.stem, s) for s in seconds] and summary["kept_frames"] == len(seconds)
 
@@ -145,7 +132,7 @@ def test_start_past_a_videos_end_is_recorded_for_that_video(compose_sample, tmp_
     encode(folder / "long.mp4", scenes(5))
     summary = run(compose_sample(f"input={folder}", "start_s=3"))
     assert summary["errors"] == {str(folder / "short.mp4"): "start_s=3 is past the end of the video (duration 2.0 s)"}
-    assert [(r["video"], r["pts_s"]) for r in _records(tmp_path / "out")] == [("long", 3.0), ("long", 4.0)]
+    assert [(r["video"], r["pts_s"]) for r in frame_records(tmp_path / "out")] == [("long", 3.0), ("long", 4.0)]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +192,7 @@ def test_hovering_over_moving_traffic_keeps_its_frames_and_over_a_still_scene_do
 ) -> None:
     moving = encode(tmp_path / "traffic.mp4", traffic(moving=True, noise=2))
     summary = run(compose_sample(f"input={moving}", f"out_dir={tmp_path / 'moving'}"))
-    records = _records(tmp_path / "moving")
+    records = frame_records(tmp_path / "moving")
     assert [r["pts_s"] for r in records] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert all(r["kept"] for r in records) and summary["drops"] == {}
     assert all(r["changed_regions"] > 0 for r in records[1:])
@@ -217,7 +204,7 @@ def test_hovering_over_moving_traffic_keeps_its_frames_and_over_a_still_scene_do
 
     still = encode(tmp_path / "still.mp4", traffic(moving=False, noise=3, drift=1.0))
     summary = run(compose_sample(f"input={still}", f"out_dir={tmp_path / 'still'}"))
-    records = _records(tmp_path / "still")
+    records = frame_records(tmp_path / "still")
     assert summary["kept_frames"] == 1 and summary["drops"] == {"duplicate": 5}
     assert [r["changed_regions"] for r in records] == [None, 0, 0, 0, 0, 0]
 

@@ -7,20 +7,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from omegaconf import DictConfig
 
 from dronevision.errors import DroneVisionError
 from dronevision.sample import run
 from dronevision.sample.command import dedupe_across_videos
 from dronevision.sample.frames import Sampler, judge
 
-from .conftest import REPO, compose_config
+from .conftest import REPO, compose_config, frame_records
 
 FPS = 10
 
@@ -69,22 +68,10 @@ def scripted_frames() -> list[np.ndarray]:
     return [scenes[i // FPS] for i in range(5 * FPS)]
 
 
-@pytest.fixture
-def compose_sample(tmp_path: Path) -> Callable[..., DictConfig]:
-    def _compose(*overrides: str) -> DictConfig:
-        return compose_config("sample", f"out_dir={tmp_path / 'out'}", "workers=1", *overrides)
-
-    return _compose
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
-
-
 def test_uniform_sampling_with_filters_gives_a_reason_for_every_drop(compose_sample, tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.mp4", scripted_frames())
     summary = run(compose_sample(f"input={video}", "sampling.skip_frames=null"))
-    records = _records(tmp_path / "out")
+    records = frame_records(tmp_path / "out")
     assert [r["pts_s"] for r in records] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert [r["frame_index"] for r in records] == [0, 10, 20, 30, 40]
     assert [r["reason"] for r in records] == [None, "blurred", "duplicate", "underexposed", None]
@@ -105,7 +92,7 @@ def test_variable_frame_rate_is_sampled_by_time(compose_sample, tmp_path: Path) 
             f"input={video}", "filters.min_sharpness=0", "filters.max_hash_distance=-1", "sampling.skip_frames=null"
         )
     )
-    assert [r["pts_s"] for r in _records(tmp_path / "out")] == [0.0, 1.0, 2.3, 3.9]
+    assert [r["pts_s"] for r in frame_records(tmp_path / "out")] == [0.0, 1.0, 2.3, 3.9]
 
 
 def test_time_window_max_frames_and_keyframes(compose_sample, tmp_path: Path) -> None:
@@ -120,18 +107,18 @@ def test_time_window_max_frames_and_keyframes(compose_sample, tmp_path: Path) ->
             "sampling.skip_frames=null",
         )
     )
-    times = [r["pts_s"] for r in _records(tmp_path / "out")]
+    times = [r["pts_s"] for r in frame_records(tmp_path / "out")]
     assert times == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
-    assert [r["frame_index"] for r in _records(tmp_path / "out")] == [20, 25, 30, 35, 40, 45]
+    assert [r["frame_index"] for r in frame_records(tmp_path / "out")] == [20, 25, 30, 35, 40, 45]
     run(compose_sample(f"input={video}", "max_frames=3", "sampling.every_s=0.5", "filters.min_sharpness=0"))
-    assert sum(r["kept"] for r in _records(tmp_path / "out")) == 3
+    assert sum(r["kept"] for r in frame_records(tmp_path / "out")) == 3
     run(compose_sample(f"input={video}", "sampling=keyframes", "filters.min_sharpness=0"))
     import av
 
     with av.open(str(video)) as container:  # the key frames, as the container marks them
         stream = container.streams.video[0]
         expected = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.is_keyframe)
-    key_times = [r["pts_s"] for r in _records(tmp_path / "out")]
+    key_times = [r["pts_s"] for r in frame_records(tmp_path / "out")]
     assert key_times == expected and 1 < len(expected) < 20  # key frames only, all of them
 
 
@@ -145,17 +132,17 @@ def test_skipping_b_frames_takes_the_next_decodable_frame_with_its_own_timestamp
             round(float(f.time), 6) for f in container.decode(stream) if int(f.pict_type) in (1, 2)
         )  # AV_PICTURE_TYPE_I, _P
     run(compose_sample(f"input={video}", "filters.min_sharpness=0"))  # the default: skip_frames=bidir
-    times = [r["pts_s"] for r in _records(tmp_path / "out")]
+    times = [r["pts_s"] for r in frame_records(tmp_path / "out")]
     assert len(times) == 6 and all(t in ip for t in times)
     for second, t in enumerate(times):  # the first I/P frame at or after each second
         assert t == min(x for x in ip if x >= second - 1e-6)
-    assert [r["frame_index"] for r in _records(tmp_path / "out")] == [round(t * FPS) for t in times]
+    assert [r["frame_index"] for r in frame_records(tmp_path / "out")] == [round(t * FPS) for t in times]
 
 
 def test_scene_sampler_takes_a_frame_per_scene(compose_sample, tmp_path: Path) -> None:
     video = write_video(tmp_path / "s.mp4", [pattern(i // 10) for i in range(40)])  # 4 scenes of 1 s
     run(compose_sample(f"input={video}", "sampling=scene", "filters.min_sharpness=0"))
-    assert [r["frame_index"] for r in _records(tmp_path / "out")] == [0, 10, 20, 30]
+    assert [r["frame_index"] for r in frame_records(tmp_path / "out")] == [0, 10, 20, 30]
 
 
 def test_image_sequence_folder_is_read_as_a_video(compose_sample, tmp_path: Path) -> None:
@@ -164,7 +151,7 @@ def test_image_sequence_folder_is_read_as_a_video(compose_sample, tmp_path: Path
     for i in range(1, 61):  # VisDrone-VID style: 0000001.jpg ...
         cv2.imwrite(str(seq / f"{i:07d}.jpg"), pattern(i // 30))
     summary = run(compose_sample(f"input={seq}", "filters.min_sharpness=0"))
-    assert [r["frame_index"] for r in _records(tmp_path / "out")] == [0, 30]
+    assert [r["frame_index"] for r in frame_records(tmp_path / "out")] == [0, 30]
     assert summary["decoded_frames"] == 60 and summary["per_video"][0]["codec"] == "images"
 
 
@@ -174,7 +161,7 @@ def test_near_duplicates_across_videos_are_dropped_in_input_order(compose_sample
     write_video(folder / "a.mp4", [pattern(0)] * 10 + [pattern(1)] * 10)
     write_video(folder / "b.avi", [pattern(1)] * 10 + [pattern(2)] * 10, codec="mpeg4")  # repeats a's 2nd second
     summary = run(compose_sample(f"input={folder}", "workers=2"))
-    reasons = {(r["video"], r["pts_s"]): r["reason"] for r in _records(tmp_path / "out")}
+    reasons = {(r["video"], r["pts_s"]): r["reason"] for r in frame_records(tmp_path / "out")}
     assert reasons == {("a", 0.0): None, ("a", 1.0): None, ("b", 0.0): "duplicate_across_videos", ("b", 1.0): None}
     assert len(list((tmp_path / "out" / "frames").iterdir())) == 3
     assert summary["drops"] == {"duplicate_across_videos": 1}

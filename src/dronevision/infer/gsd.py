@@ -203,6 +203,21 @@ def parse_sidecar(text: str, *, source: str = "<sidecar>") -> dict[str, float]:
 # --- settings --------------------------------------------------------------------------------------------------
 
 
+def settings_values(cls: type, config: Mapping[str, Any] | None, group: str) -> dict[str, Any]:
+    """The set (non-null) values of a settings mapping for the dataclass ``cls``; a key that is not one of its
+    fields is refused in one line naming the ``group``.
+
+    Examples:
+        >>> settings_values(GsdSettings, {"train_m": 0.1, "value_m": None}, "slicing.gsd")
+        {'train_m': 0.1}
+    """
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(config or {}) - set(names))
+    if unknown:
+        raise DroneVisionError(f"unknown {group} keys {unknown}; valid: {', '.join(names)}")
+    return {k: v for k, v in (config or {}).items() if v is not None}
+
+
 @dataclass(frozen=True)
 class GsdSettings:
     """GSD-aware inference: the ``slicing.gsd`` keys (``configs/slicing/default.yaml``). Off while ``train_m`` is None.
@@ -247,13 +262,7 @@ class GsdSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> GsdSettings:
         """Settings from a ``slicing.gsd`` mapping; unknown keys are refused, None means off."""
-        if not config:
-            return cls()
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(config) - set(names))
-        if unknown:
-            raise DroneVisionError(f"unknown slicing.gsd keys {unknown}; valid: {', '.join(names)}")
-        return cls(**{k: v for k, v in config.items() if v is not None})
+        return cls(**settings_values(cls, config, "slicing.gsd"))
 
     def config_gsd(self, image_width_px: int) -> float | None:
         """The footage's GSD from the config alone (``value_m``, else ``altitude_m`` with the camera), or None."""

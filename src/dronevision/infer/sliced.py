@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 from dronevision.errors import DroneVisionError
 from dronevision.infer.detector import Detector, add_time
 from dronevision.infer.geometry import shift_boxes, slice_bboxes
-from dronevision.infer.gsd import GsdScaler, GsdSettings
+from dronevision.infer.gsd import GsdScaler, GsdSettings, settings_values
 from dronevision.infer.merge import MATCHES, MERGES, merge_detections
 from dronevision.schema import Detections
 
@@ -136,11 +136,7 @@ class SliceSettings:
         take the field defaults, and None means disabled."""
         if not config:
             return cls()
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(config) - set(names))
-        if unknown:
-            raise DroneVisionError(f"unknown slicing keys {unknown}; valid: {', '.join(names)}")
-        values = {k: v for k, v in config.items() if v is not None}
+        values = settings_values(cls, config, "slicing")
         if "scales" in values and not isinstance(values["scales"], (int, float)):
             values["scales"] = tuple(values["scales"])  # a Hydra ListConfig
         if "gsd" in values:
