@@ -33,10 +33,10 @@ def export_onnx(
 ) -> Path:
     """Export with ultralytics (class names, stride and image size go into the ONNX metadata).
 
-    Without ``out`` the ONNX file lands beside the weights, as ultralytics does. With ``out`` it is exported from a
-    temporary copy of the weights and moved to ``out``, so a file already beside the weights (the training's own
-    export) is never overwritten. ``metadata`` is added to ultralytics' (e.g. the MLflow training run,
-    :meth:`dronevision.mlflow_run.RunRef.metadata`).
+    Without ``out`` the ONNX file lands beside the weights, as ultralytics does. It is exported from a temporary copy
+    of the weights and renamed into place whole, so a full disk never leaves a torn ONNX file, and with ``out`` a file
+    already beside the weights (the training's own export) is never overwritten. ``metadata`` is added to
+    ultralytics' (e.g. the MLflow training run, :meth:`dronevision.mlflow_run.RunRef.metadata`).
     """
     from ultralytics import YOLO
 
@@ -44,15 +44,13 @@ def export_onnx(
         raise DroneVisionError(f"weights file {weights} does not exist")
     kwargs = {"imgsz": imgsz, "opset": opset, "dynamic": dynamic, "simplify": simplify, "device": "cpu"}
     kwargs.update(end2end_args(YOLO(str(weights)).model))  # an NMS-free head exports end to end: final detections
-    if out is None:
-        out = Path(YOLO(str(weights)).export(format="onnx", verbose=False, **kwargs))
-    else:
-        with tempfile.TemporaryDirectory(prefix="dronevision-export-") as tmp:
-            copy = Path(tmp) / weights.name
-            shutil.copy2(weights, copy)
-            exported = YOLO(str(copy)).export(format="onnx", verbose=False, **kwargs)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_atomic(out, lambda part: shutil.move(exported, part))
+    out = out or weights.with_suffix(".onnx")
+    with tempfile.TemporaryDirectory(prefix="dronevision-export-") as tmp:
+        copy = Path(tmp) / weights.name
+        shutil.copy2(weights, copy)
+        exported = YOLO(str(copy)).export(format="onnx", verbose=False, **kwargs)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(out, lambda part: shutil.move(exported, part))
     if metadata:
         add_metadata(out, metadata)
     return out

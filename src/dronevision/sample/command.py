@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dronevision.cli import hydra_main, resolve_out_dir, write_summary
 from dronevision.errors import DroneVisionError
 from dronevision.executor import run_tasks
-from dronevision.fsio import is_write_fault
+from dronevision.fsio import atomic_write, is_write_fault
 from dronevision.sample.decode import (
     DecodedFrame,
     DecodeError,
@@ -266,7 +266,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             region_change=float(cfg.filters.region_change),
         )
     _finalise_frames(out_dir, results)
-    with (out_dir / "frames.jsonl").open("w") as f:
+    with atomic_write(out_dir / "frames.jsonl") as f:
         for result in results:
             for record in result["records"]:
                 record.pop("drop_file", None)
