@@ -13,14 +13,17 @@
 2. scores both ``best.pt`` on the TEST split at zoom 0.5, 1, 2 and 3 with ``python -m dronevision.evaluate
    ... dataset.split=test scales=[0.5,1,2,3] protocol=coco`` (COCO mAP50 and mAP50-95 per scale, see
    docs/evaluate.md "Altitude shift"): z < 1 as seen from higher up (shrunk, tiled), z > 1 from lower down (crops
-   enlarged);
-3. prints a Markdown table per scale (plain, recipe, recipe - plain), the recipe's targets (mAP50 >= 0.71 at 1x,
-   >= 0.65 at 2x, >= 0.55 at 3x) met or not, the training time of each with the ratio, the command line, the CPU
-   and the date, and writes it all to ``<out>/bench_altitude.json``.
+   enlarged); each twice: with plain inference and with ``--infer`` (default ``slicing=altitude``: multi-scale
+   inference, docs/evaluate.md), so that the table shows what training and inference each bring;
+3. prints a Markdown table per scale (plain, plain + inference, recipe, recipe + inference), the recipe's targets
+   (mAP50 >= 0.71 at 1x, >= 0.65 at 2x, >= 0.55 at 3x) met or not for the recipe with and without ``--infer``, the
+   training time of each with the ratio, the command line, the CPU and the date, and writes it all to
+   ``<out>/bench_altitude.json``.
 
     python scripts/bench_altitude.py                        # 30 epochs at 416 each: hours on a 2-core CPU
     python scripts/bench_altitude.py --recipe "augment=aerial model=yolov8n_p2"
     python scripts/bench_altitude.py --skip-plain           # reuse <out>/plain's best.pt, train the recipe again
+    python scripts/bench_altitude.py --skip-plain --skip-recipe --infer "slicing=altitude slicing.scales_focus=1"
     python scripts/bench_altitude.py --epochs 1 --imgsz 64 --fraction 0.1 --out /tmp/bench-alt-smoke   # smoke
 """
 
@@ -174,14 +177,15 @@ def train_recipe(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def evaluate(name: str, weights: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """``python -m dronevision.evaluate`` on the test split at every scale; its ``altitude.per_scale``."""
+def evaluate(name: str, weights: str, args: argparse.Namespace, infer: str = "") -> dict[str, dict[str, Any]]:
+    """``python -m dronevision.evaluate`` on the test split at every scale, with ``infer``'s overrides; its
+    ``altitude.per_scale``."""
     out = args.out / f"eval-{name}"
     scales = "[" + ",".join(scale_name(z) for z in SCALES) + "]"
     cmd = [
         sys.executable, "-m", "dronevision.evaluate", f"weights={weights}", f"dataset.path={args.data}",
-        "dataset.split=test", f"scales={scales}", "protocol=coco", "pictures.enabled=false", f"out_dir={out}",
-        f"mlflow.tracking_uri=sqlite:///{args.out / 'mlflow.db'}",
+        "dataset.split=test", f"scales={scales}", "protocol=coco", "pictures.enabled=false", *shlex.split(infer),
+        f"out_dir={out}", f"mlflow.tracking_uri=sqlite:///{args.out / 'mlflow.db'}",
     ]  # fmt: skip
     run_logged(cmd, args.out / f"eval-{name}.log")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -192,8 +196,7 @@ def _f(value: float | None, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else b - a
+COLUMNS = ("plain", "plain+infer", "recipe", "recipe+infer")  # trained by / scored with
 
 
 def report(record: dict[str, Any]) -> str:
@@ -205,19 +208,24 @@ def report(record: dict[str, Any]) -> str:
         f"Date: {record['date']}; CPU: {record['cpu']} ({record['cores']} cores); device {a['device']}",
         f"Both from scratch, {a['epochs']} epochs at {a['imgsz']} px, batch {a['batch']}, fraction {a['fraction']},"
         f" on {a['data']} (train; val: valid); scored on its test split, COCO protocol",
-        f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe']}",
+        f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe']};"
+        f" +infer: python -m dronevision.evaluate {a['infer']}",
         "",
-        "| scale | mAP50 plain | mAP50 recipe | mAP50 diff | mAP50-95 plain | mAP50-95 recipe | mAP50-95 diff |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| scale | "
+        + " | ".join(f"mAP50 {c}" for c in COLUMNS)
+        + " | "
+        + " | ".join(f"mAP50-95 {c}" for c in COLUMNS)
+        + " |",
+        "|---:|" + "---:|" * 2 * len(COLUMNS),
     ]
     for row in record["table"]:
-        cells = [_f(row[k]) for k in ("plain_map50", "recipe_map50")] + [_f(row["diff_map50"], "+.3f")]
-        cells += [_f(row[k]) for k in ("plain_map50_95", "recipe_map50_95")] + [_f(row["diff_map50_95"], "+.3f")]
+        cells = [_f(row[c]["map50"]) for c in COLUMNS] + [_f(row[c]["map50_95"]) for c in COLUMNS]
         lines.append(f"| {row['scale']}x | " + " | ".join(cells) + " |")
     lines.append("")
     for t in record["targets"]:
-        verdict = "met" if t["met"] else "not met"
-        lines.append(f"Target {t['scale']}x: recipe mAP50 {_f(t['map50'])} >= {t['target']:.2f}: {verdict}")
+        verdicts = ", ".join(f"{c} {_f(t[c])} {'met' if t[c] is not None and t[c] >= t['target'] else 'not met'}"
+                             for c in ("recipe", "recipe+infer"))  # fmt: skip
+        lines.append(f"Target {t['scale']}x: mAP50 >= {t['target']:.2f}: {verdicts}")
     lines.append("")
     lines.append("| run | training s (results.csv) | whole command s | training time / plain |")
     lines.append("|---|---:|---:|---:|")
@@ -240,6 +248,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--recipe", default="augment=aerial", help='dronevision.train overrides, e.g. "augment=aerial model=yolov8n_p2"'
     )
     parser.add_argument(
+        "--infer", default="slicing=altitude", help="dronevision.evaluate overrides of the +infer columns"
+    )
+    parser.add_argument(
         "--fraction", type=float, default=1.0, help="fraction of the training images (both runs; < 1 for smoke runs)"
     )
     parser.add_argument("--skip-plain", action="store_true", help="reuse <out>/plain instead of training it")
@@ -256,19 +267,21 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     runs = {"plain": train_plain(args), "recipe": train_recipe(args)}
-    scores = {name: evaluate(name, run["weights"], args) for name, run in runs.items()}
+    scores = {}
+    for name, run in runs.items():
+        scores[name] = evaluate(name, run["weights"], args)
+        scores[f"{name}+infer"] = evaluate(f"{name}-infer", run["weights"], args, args.infer)
     table = []
     for z in SCALES:
-        p, r = scores["plain"].get(scale_name(z), {}), scores["recipe"].get(scale_name(z), {})
         row: dict[str, Any] = {"scale": scale_name(z)}
-        for key in ("map50", "map50_95"):
-            row.update({f"plain_{key}": p.get(key), f"recipe_{key}": r.get(key)})
-            row[f"diff_{key}"] = _diff(p.get(key), r.get(key))
+        for column in COLUMNS:
+            got = scores[column].get(scale_name(z), {})
+            row[column] = {key: got.get(key) for key in ("map50", "map50_95")}
         table.append(row)
     targets = []
     for z, target in TARGETS.items():
-        value = scores["recipe"].get(scale_name(z), {}).get("map50")
-        targets.append({"scale": scale_name(z), "target": target, "map50": value, "met": (value or 0) >= target})
+        got = {c: scores[c].get(scale_name(z), {}).get("map50") for c in ("recipe", "recipe+infer")}
+        targets.append({"scale": scale_name(z), "target": target, **got, "met": (got["recipe+infer"] or 0) >= target})
     record = {
         "command": command,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ import pytest
 
 from dronevision.errors import DroneVisionError
 from dronevision.infer import (
+    Detector,
     GsdScaler,
     GsdSettings,
     SliceSettings,
@@ -18,11 +19,12 @@ from dronevision.infer import (
     merge_scales,
     parse_sidecar,
     parse_srt,
+    predict_images,
     resize_factor,
     scaled_predict,
 )
 from dronevision.infer.gsd import altitude_track
-from dronevision.infer.multiscale import scaled_size, unscale_detections
+from dronevision.infer.multiscale import pad_to, scaled_size, unscale_detections, view_factor
 from dronevision.schema import Detections
 
 DJI = """1
@@ -95,12 +97,13 @@ def test_clamping_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
     [
         ({"train_m": 0.1, "value_m": 0.05}, 640, 0.5),
         ({"train_m": 0.05, "altitude_m": 50, "focal_mm": 10, "sensor_width_mm": 10}, 1000, 1.0),  # 0.05 m/px
-        ({"train_m": None, "value_m": 0.05}, 640, 1.0),  # no training GSD: off
-        ({}, 640, 1.0),
+        ({"train_m": None, "value_m": 0.05}, 640, None),  # no training GSD: off
+        ({}, 640, None),
     ],
 )
-def test_config_factor(config: dict, width: int, want: float) -> None:
-    assert GsdScaler(GsdSettings.from_config(config)).factor(width) == pytest.approx(want)
+def test_config_factor(config: dict, width: int, want: float | None) -> None:
+    got = GsdScaler(GsdSettings.from_config(config)).factor(width)
+    assert got is None if want is None else got == pytest.approx(want)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +223,7 @@ def test_srt_track_recomputes_the_factor_only_when_the_altitude_moves(tmp_path: 
 def test_settings_off_read_no_file(tmp_path: Path) -> None:
     (tmp_path / "v.gsd.json").write_text("not json")
     assert GsdScaler.for_video(tmp_path / "v.mp4", GsdSettings()).summary() is None
-    assert GsdScaler.for_video(tmp_path / "v.mp4", GsdSettings(train_m=0.1, sidecar=False)).factor(640) == 1.0
+    assert GsdScaler.for_video(tmp_path / "v.mp4", GsdSettings(train_m=0.1, sidecar=False)).factor(640) is None
 
 
 @pytest.mark.parametrize(
@@ -240,7 +243,7 @@ def test_bad_file_is_one_warning_and_no_scaling(
     (tmp_path / name).write_text(text)
     with caplog.at_level(logging.WARNING):
         scaler = GsdScaler.for_video(tmp_path / "v.mp4", GsdSettings(train_m=0.1, value_m=0.05, **CAMERA))
-        assert scaler.factor(1920, 0.0) == 1.0  # not even the config's value: this video's own data is broken
+        assert scaler.factor(1920, 0.0) is None  # not even the config's value: this video's own data is broken
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and str(tmp_path / where) in warnings[0] and "without GSD scaling" in warnings[0]
     summary = scaler.summary()
@@ -252,7 +255,7 @@ def test_srt_without_a_camera_is_a_warning(tmp_path: Path, caplog: pytest.LogCap
     (tmp_path / "v.SRT").write_text(DJI)
     with caplog.at_level(logging.WARNING):
         scaler = GsdScaler.for_video(tmp_path / "v.mp4", GsdSettings(train_m=0.1))
-    assert scaler.factor(1920) == 1.0 and "focal_mm" in caplog.text and str(tmp_path / "v.SRT") in caplog.text
+    assert scaler.factor(1920) is None and "focal_mm" in caplog.text and str(tmp_path / "v.SRT") in caplog.text
 
 
 def test_parse_sidecar_refuses_non_objects() -> None:
@@ -272,6 +275,19 @@ def test_boxes_found_at_two_scales_merge_into_one_in_original_pixels() -> None:
         assert len(det) == 2
         assert np.allclose(det.xyxy[0], [40, 20, 80, 60], atol=0.5) and det.confidence[0] == 0.8
         assert det.class_id.tolist() == [1, 1]
+
+
+def test_focus_ranks_the_boxes_of_the_surer_scale_first() -> None:
+    # a frame from one altitude: at half size the model is sure of three cars; at full size it sees one doubtful
+    # thing elsewhere, scored higher than the least sure car
+    half = Detections(xyxy=[[0, 0, 8, 8], [20, 0, 28, 8], [40, 0, 48, 8]], class_id=[0] * 3, confidence=[0.9, 0.9, 0.5])
+    full = Detections(xyxy=[[0, 60, 30, 90]], class_id=[0], confidence=[0.6])
+    plain = merge_scales([half, full], [(0.5, 0.5), (1.0, 1.0)], (128, 96))
+    focused = merge_scales([half, full], [(0.5, 0.5), (1.0, 1.0)], (128, 96), focus=2.0)
+    assert plain.confidence.tolist() == pytest.approx([0.9, 0.9, 0.6, 0.5])  # the doubtful box ranks third
+    # weight (0.6 / mean(0.9, 0.9, 0.5)) ** 2 = 0.58: it now ranks last; the sure scale's confidences are kept
+    assert focused.confidence.tolist() == pytest.approx([0.9, 0.9, 0.5, 0.6 * (0.6 / (2.3 / 3)) ** 2])
+    assert focused.xyxy[-1].tolist() == [0, 60, 30, 90]
 
 
 @pytest.mark.parametrize(
@@ -301,23 +317,99 @@ def _scene(wh: tuple[int, int] = (128, 96)) -> np.ndarray:
     return image
 
 
+class SizedBlobDetector(Detector):
+    """Finds white squares 8-24 px wide as its 64x64 input shows them (letterboxed, as a model's): a model trained
+    at one altitude. Boxes come back in the pixels of the image it was given."""
+
+    names, runtime, threads = {0: "blob"}, "fake", 1
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return 64, 64
+
+    def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
+        import cv2
+
+        out = []
+        for image in images_bgr:
+            h, w = image.shape[:2]
+            r = min(64 / h, 64 / w)
+            n, _, stats, _ = cv2.connectedComponentsWithStats((image[..., 0] > 200).astype(np.uint8))
+            boxes = [[x, y, x + bw, y + bh] for x, y, bw, bh, _ in stats[1:n].tolist() if 8 <= bw * r <= 24]
+            xyxy = np.array(boxes, float).reshape(-1, 4)
+            out.append(Detections(xyxy=xyxy, class_id=np.zeros(len(xyxy)), confidence=np.full(len(xyxy), 0.9)))
+        return out
+
+
+def _squares(wh: tuple[int, int], *boxes: tuple[int, int, int]) -> np.ndarray:
+    image = np.zeros((wh[1], wh[0], 3), np.uint8)
+    for x, y, side in boxes:
+        image[y : y + side, x : x + side] = 255
+    return image
+
+
+def test_smaller_scales_find_objects_seen_from_lower_down() -> None:
+    # a 48 px square in a frame the model's size: 3x the size it knows (a 3x zoom), missed at the model's own view
+    image, want = _squares((64, 64), (8, 10, 48)), [8, 10, 56, 58]
+    detector = SizedBlobDetector()
+    assert len(scaled_predict(detector, [image], SliceSettings(scales=(1.0,)))[0]) == 0
+    # a third of the size, padded (not enlarged back by the letterbox): found, in the frame's own pixels
+    [det] = scaled_predict(detector, [image], SliceSettings(scales=(1 / 3, 0.5, 1.0), merge="nms", match="iou"))
+    assert len(det) == 1 and np.allclose(det.xyxy[0], want, atol=3.5)
+    # the same from a known GSD (footage 0.1 m/px, training 0.3 m/px): factor 1/3, no scales asked
+    gsd = SliceSettings(gsd=GsdSettings(train_m=0.3, value_m=0.1))
+    [det] = list(predict_images(detector, [image], settings=gsd))
+    assert len(det) == 1 and np.allclose(det.xyxy[0], want, atol=3.5)
+
+
+def test_larger_scales_find_objects_seen_from_higher_up_in_tiles() -> None:
+    # 128x128 frames: the letterbox halves them; a 10 px square (5 px to the model) is missed, a 32 px one found
+    image = _squares((128, 128), (20, 30, 10), (80, 70, 32))
+    detector = SizedBlobDetector()
+    [plain] = scaled_predict(detector, [image], SliceSettings(scales=(1.0,)))
+    assert plain.xyxy.tolist() == [[80, 70, 112, 102]]
+    # at 2x the frame is 128x128 to the model: too large for its 64x64 input, so it is seen in 64 px tiles
+    [det] = scaled_predict(detector, [image], SliceSettings(scales=(1.0, 2.0), merge="nms", match="iou"))
+    assert sorted(det.xyxy.round().tolist()) == [[20, 30, 30, 40], [80, 70, 112, 102]]
+
+
+@pytest.mark.parametrize("config", ["evaluate", "track", "sample"])
+def test_slicing_altitude_preset(config: str) -> None:
+    from tests.conftest import compose_config
+
+    settings = SliceSettings.from_config(compose_config(config, "slicing=altitude").slicing)
+    assert settings.scales == (0.333, 0.5, 1.0) and settings.scales_focus == 2.0 and settings.scaling
+    assert (settings.merge, settings.match, settings.enabled) == ("nms", "iou", False)
+    with pytest.raises(DroneVisionError, match="scales_focus must be a number >= 0"):
+        SliceSettings(scales_focus=-1)
+
+
+def test_pad_and_view_arithmetic() -> None:
+    padded = pad_to(np.full((10, 20, 3), 7, np.uint8), (16, 16))
+    assert padded.shape == (16, 20, 3) and (padded[:10] == 7).all() and (padded[10:] == 114).all()
+    assert view_factor((1920, 1080), None, (640, 640), sliced=False) == pytest.approx(1 / 3)
+    assert view_factor((1920, 1080), None, (640, 640), sliced=True) == 1.0
+    assert view_factor((1920, 1080), 0.25, (640, 640), sliced=False) == 0.25
+
+
 @pytest.mark.slow
 def test_multiscale_runs_a_real_model_in_original_pixels(tiny_weights: Path) -> None:
     import cv2
 
-    from dronevision.infer import load_detector, predict_images
+    from dronevision.infer import load_detector
 
     image = _scene()
     detector = load_detector(tiny_weights, imgsz=32, conf=0.001, device="cpu")
+    assert detector.input_hw == (32, 32)
     plain = detector.predict([image])[0]
     # one scale of 1.0: exactly the plain path
     [one] = scaled_predict(detector, [image], SliceSettings(scales=(1.0,)))
     assert np.allclose(one.xyxy, plain.xyxy) and np.allclose(one.confidence, plain.confidence)
-    # half size alone: the boxes of the resized image, times two
-    small = cv2.resize(image, (64, 48), interpolation=cv2.INTER_AREA)
-    want = detector.predict([small])[0]
+    # half the model's view (128x96 -> 32x24 -> 16x12), padded to its 32x32 input: those boxes, in image pixels
+    small = pad_to(cv2.resize(image, (16, 12), interpolation=cv2.INTER_AREA), (32, 32))
+    want = unscale_detections(detector.predict([small])[0], (16 / 128, 12 / 96), (128, 96))
     [half] = scaled_predict(detector, [image], SliceSettings(scales=(0.5,)))
-    assert len(half) > 0 and np.allclose(half.xyxy, want.xyxy * 2)
+    assert len(half) > 0 and np.allclose(half.xyxy, want.xyxy) and np.allclose(half.confidence, want.confidence)
     # both, through the loop evaluate, pre-labelling and track share; a GSD factor of 2 from the config as well
     for settings in (
         SliceSettings(scales=(0.5, 1.0), merge="nms", match="iou"),

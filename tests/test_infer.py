@@ -152,6 +152,10 @@ class BlobDetector(Detector):
         self.names, self.runtime, self.threads = {0: "blob"}, "fake", 1
         self.batches: list[int] = []
 
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return 640, 640
+
     def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
         import cv2
 

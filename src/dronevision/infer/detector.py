@@ -175,6 +175,11 @@ class Detector(ABC):
                     out[i] = det
         return out
 
+    @property
+    @abstractmethod
+    def input_hw(self) -> tuple[int, int]:
+        """The model's input ``(height, width)``: every image is letterboxed to fit it."""
+
     def _chunks(self, images_bgr: Sequence[np.ndarray], batch: int, *, streams: int = 1) -> list[list[list[int]]]:
         """Image indices grouped by shape, each group in balanced chunks of at most ``batch`` (and ``max_batch``),
         and in at least ``streams`` chunks when it has that many images (each stream gets one)."""
@@ -228,6 +233,11 @@ class TorchDetector(Detector):
         if imgsz is not None:  # else ultralytics' own default: the checkpoint's training size
             self._kwargs["imgsz"] = imgsz
         self.model.predict(np.zeros((32, 32, 3), np.uint8), **self._kwargs)  # sets the predictor up
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        h, w = self.model.predictor.imgsz  # ultralytics' check_imgsz: [h, w]
+        return int(h), int(w)
 
     def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
         import torch
@@ -292,6 +302,10 @@ class OnnxDetector(Detector):
         self.u8_input = self.runtime == "openvino" and np.dtype(self.info.input_dtype) == np.float32
         self._sessions: dict[tuple[int, int, int, int] | None, Any] = {}
         self._session(self.max_batch or 1, self.imgsz_hw)  # fail here if the runtime cannot open the model
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.imgsz_hw
 
     def _session(self, batch: int, input_hw: tuple[int, int], *, streams: int = 1) -> Any:
         per_shape = self.runtime in ("openvino", "ort-trt")

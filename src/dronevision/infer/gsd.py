@@ -344,15 +344,16 @@ class GsdScaler:
                 f"{source}:1: an altitude needs the camera: set slicing.gsd.focal_mm and slicing.gsd.sensor_width_mm"
             )
 
-    def factor(self, image_width_px: int, t: float = 0.0) -> float:
-        """The resize factor of a frame ``image_width_px`` wide at ``t`` seconds (1.0: no scaling)."""
+    def factor(self, image_width_px: int, t: float = 0.0) -> float | None:
+        """The resize factor of a frame ``image_width_px`` wide at ``t`` seconds; None when its GSD is not known
+        (the frame is seen as without GSD scaling)."""
         s = self.settings
         if not s.active or self.warning is not None or s.train_m is None:
-            return 1.0
+            return None
         if self.source in ("sidecar", "srt") and self.gsd_m is None:
             altitude = altitude_at(self.track, t)
             if altitude is None:
-                return 1.0
+                return None
             if self._altitude is not None and abs(altitude - self._altitude) <= RECOMPUTE * self._altitude:
                 return self._factor
             self._altitude = altitude
@@ -365,7 +366,7 @@ class GsdScaler:
         else:
             gsd = self.gsd_m if self.gsd_m is not None else s.config_gsd(image_width_px)
             if gsd is None:
-                return 1.0
+                return None
         raw = gsd / s.train_m
         self._factor = resize_factor(gsd, s.train_m)
         if self._factor != raw and not self.clamped:

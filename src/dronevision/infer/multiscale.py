@@ -3,10 +3,10 @@
 Two settings of the ``slicing`` group drive it (:class:`dronevision.infer.sliced.SliceSettings`): ``gsd`` gives each
 frame a resize factor so that objects appear at the training scale (:mod:`dronevision.infer.gsd`), and ``scales``
 runs each frame at several extra factors whose boxes are merged with the group's ``merge``/``match`` rules
-(:func:`dronevision.infer.merge.merge_detections`). The resized frame goes through the configured path: sliced
-when ``slicing.enabled`` (tiles of the resized frame: a tile the size of the model's input sees the objects at the
-resized scale), else plain (the whole frame is letterboxed to the model's input, so a resize only changes what
-the model sees when the frame is no larger than that input).
+(:func:`dronevision.infer.merge.merge_detections`). The model sees the resized frame at its own pixel size: padded
+when smaller than the model's input (or a tile), cut into tiles when larger. Without a GSD, scale 1 is the view
+the model has anyway (the letterboxed frame; the frame's own pixels when sliced), so ``scales=[0.33, 0.5, 1]``
+also looks for objects two and three times larger than the training data's, as seen from a lower flight.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FOCUS_TOP = 20  # confidences that make a scale's score (focus_weights)
+
 
 # --- pure core -------------------------------------------------------------------------------------------------
 
@@ -44,7 +46,8 @@ def scaled_size(image_wh: tuple[int, int], factor: float) -> tuple[int, int]:
 
 
 def unscale_detections(det: Detections, factor_wh: tuple[float, float], image_wh: tuple[int, int]) -> Detections:
-    """Boxes found in a resized image, moved back to the original image's pixels (divided, clipped to it).
+    """Boxes found in a resized image, moved back to the original image's pixels (divided, clipped to it; a box
+    found wholly outside it, in padding, is dropped).
 
     Examples:
         >>> d = Detections(xyxy=[[10, 10, 20, 30]], class_id=[0], confidence=[0.9])
@@ -55,8 +58,27 @@ def unscale_detections(det: Detections, factor_wh: tuple[float, float], image_wh
         return det
     fx, fy = factor_wh
     xyxy = det.xyxy / np.array([fx, fy, fx, fy])
-    clipped, _ = clip_boxes(xyxy, np.array([0, 0, *image_wh]))
-    return Detections(xyxy=clipped, class_id=det.class_id, confidence=det.confidence)
+    clipped, visible = clip_boxes(xyxy, np.array([0, 0, *image_wh]))
+    kept = det[visible > 0]
+    return Detections(xyxy=clipped[visible > 0], class_id=kept.class_id, confidence=kept.confidence)
+
+
+def focus_weights(per_scale: Sequence[Detections], power: float, *, top: int = FOCUS_TOP) -> list[float]:
+    """A weight per scale for its confidences: ``(its score / the best scale's score) ** power``, where a scale's
+    score is the mean of its ``top`` highest confidences. One frame is seen from one altitude, so the scale at
+    which the model is surest is taken as the right one and the others count less (0: all weigh 1).
+
+    Examples:
+        >>> sure = Detections(xyxy=[[0, 0, 9, 9]] * 2, class_id=[0, 0], confidence=[0.9, 0.7])
+        >>> unsure = Detections(xyxy=[[0, 0, 9, 9]], class_id=[0], confidence=[0.4])
+        >>> focus_weights([unsure, sure], 2.0), focus_weights([unsure, sure], 0.0)
+        ([0.25, 1.0], [1.0, 1.0])
+    """
+    scores = [float(np.sort(d.confidence)[::-1][:top].mean()) if len(d) else 0.0 for d in per_scale]
+    best = max(scores, default=0.0)
+    if power == 0 or best <= 0:
+        return [1.0] * len(per_scale)
+    return [(score / best) ** power for score in scores]
 
 
 def merge_scales(
@@ -68,8 +90,10 @@ def merge_scales(
     match: str = "iou",
     threshold: float = 0.5,
     class_agnostic: bool = False,
+    focus: float = 0.0,
 ) -> Detections:
-    """The detections of several resized copies of one image, in its own pixels, merged into one set.
+    """The detections of several resized copies of one image, in its own pixels, merged into one set; with
+    ``focus`` > 0 each scale's confidences are weighted first (:func:`focus_weights`).
 
     Examples:
         >>> a = Detections(xyxy=[[10, 10, 20, 20]], class_id=[0], confidence=[0.6])  # found at half size
@@ -79,6 +103,12 @@ def merge_scales(
     """
     if len(per_scale) != len(factors_wh):
         raise ValueError(f"{len(per_scale)} detection sets for {len(factors_wh)} factors")
+    if focus and len(per_scale) > 1:
+        weights = focus_weights(per_scale, focus)
+        per_scale = [
+            Detections(xyxy=d.xyxy, class_id=d.class_id, confidence=d.confidence * w) if w != 1 else d
+            for d, w in zip(per_scale, weights)
+        ]
     det = Detections.merge([unscale_detections(d, f, image_wh) for d, f in zip(per_scale, factors_wh)])
     if len(per_scale) == 1 or len(det) < 2:
         return det
@@ -99,51 +129,97 @@ def resize_bgr(image_bgr: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image_bgr, size_wh, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def pad_to(image_bgr: np.ndarray, min_hw: tuple[int, int], value: int = 114) -> np.ndarray:
+    """``image_bgr`` padded at the bottom and right (ultralytics' letterbox grey) to at least ``min_hw``, so that
+    the model sees it at its own pixel size instead of enlarged; boxes found in it need no shift.
+
+    Examples:
+        >>> pad_to(np.zeros((10, 50, 3), np.uint8), (32, 32)).shape
+        (32, 50, 3)
+    """
+    h, w = image_bgr.shape[:2]
+    if h >= min_hw[0] and w >= min_hw[1]:
+        return image_bgr
+    out = np.full((max(h, min_hw[0]), max(w, min_hw[1]), 3), value, np.uint8)
+    out[:h, :w] = image_bgr
+    return out
+
+
+def view_factor(image_wh: tuple[int, int], gsd_factor: float | None, input_hw: tuple[int, int], sliced: bool) -> float:
+    """The resize of an image at scale 1: its GSD factor when known (objects at the training scale), else the view
+    the model has without scaling (its own pixels when sliced, the letterbox's fit into ``input_hw`` when not).
+
+    Examples:
+        >>> view_factor((832, 416), None, (416, 416), sliced=False), view_factor((832, 416), 0.8, (416, 416), False)
+        (0.5, 0.8)
+    """
+    if gsd_factor is not None:
+        return gsd_factor
+    return 1.0 if sliced else min(input_hw[0] / image_wh[1], input_hw[1] / image_wh[0])
+
+
 def scaled_predict(
     detector: Detector,
     images_bgr: Sequence[np.ndarray],
     settings: SliceSettings,
     *,
-    factors: Sequence[float] | float = 1.0,
+    factors: Sequence[float | None] | float | None = None,
     batch: int = 8,
     timings: dict[str, float] | None = None,
 ) -> list[Detections]:
-    """Detections per image in its own pixels: each image resized by its factor times each of ``settings.scales``
-    (``(1.0,)`` when None), detected (sliced when ``settings.enabled``), boxes mapped back and, with several
+    """Detections per image in its own pixels: each image resized by its view (:func:`view_factor`) times each of
+    ``settings.scales`` (``(1.0,)`` when None), seen by the model at that size, boxes mapped back and, with several
     scales, merged by ``settings.merge``/``match``/``match_threshold``.
+
+    "Seen at that size": a resized image smaller than the model's input (``settings.tile`` when sliced) is padded,
+    not enlarged by the letterbox; a larger one is cut into tiles of the model's input (``settings.tile`` and
+    ``full_frame`` when sliced; no full-frame pass otherwise, which would undo the scale).
 
     Args:
         detector: from :func:`dronevision.infer.load_detector`.
         images_bgr: ``(H, W, 3)`` uint8 BGR images.
         settings: the ``slicing`` group.
-        factors: the GSD resize factor of each image, or one for all (:class:`dronevision.infer.gsd.GsdScaler`).
+        factors: the GSD resize factor of each image, or one for all (:class:`dronevision.infer.gsd.GsdScaler`);
+            None: not known.
         batch: images per model call for plain inference (sliced inference uses ``settings.batch``).
         timings: if given, gets the seconds per stage added (``resize`` and ``merge`` here, the detector's own).
     """
+    from dataclasses import replace
+
     from dronevision.infer.sliced import sliced_predict
 
-    per_image = [float(factors)] * len(images_bgr) if isinstance(factors, (int, float)) else list(factors)
+    per_image = [factors] * len(images_bgr) if factors is None or isinstance(factors, (int, float)) else list(factors)
     if len(per_image) != len(images_bgr):
         raise ValueError(f"{len(per_image)} factors for {len(images_bgr)} images")
-    scales = settings.scales or (1.0,)
+    input_hw = detector.input_hw
+    if settings.enabled:
+        tiles, view_hw = settings, (settings.tile, settings.tile)
+    else:  # larger than the input: tiles the input's size, merged as the group says, no full-frame pass
+        tiles = replace(settings, enabled=True, tile=min(input_hw), full_frame=False)
+        view_hw = input_hw
     found: list[list[Detections]] = [[] for _ in images_bgr]
     used: list[list[tuple[float, float]]] = [[] for _ in images_bgr]
-    for scale in scales:
+    for scale in settings.scales or (1.0,):
         started = time.perf_counter()
-        resized, ratios = [], []
-        for image, factor in zip(images_bgr, per_image):
+        views, fits = [], []
+        for i, (image, factor) in enumerate(zip(images_bgr, per_image)):
             h, w = image.shape[:2]
-            size = scaled_size((w, h), factor * scale)
-            resized.append(resize_bgr(image, size))
-            ratios.append((size[0] / w, size[1] / h))
+            if factor is None and scale == 1.0:  # the model's own view: exactly the path without scaling
+                views.append(image)
+                fits.append(True)
+                used[i].append((1.0, 1.0))
+                continue
+            size = scaled_size((w, h), view_factor((w, h), factor, input_hw, settings.enabled) * scale)
+            views.append(pad_to(resize_bgr(image, size), view_hw))
+            fits.append(views[-1].shape[:2] == tuple(view_hw))
+            used[i].append((size[0] / w, size[1] / h))
         add_time(timings, "resize", started)
-        if settings.enabled:
-            dets = [sliced_predict(detector, image, settings, timings=timings) for image in resized]
+        if settings.enabled or not all(fits):
+            dets = [sliced_predict(detector, view, tiles, timings=timings) for view in views]
         else:
-            dets = detector.predict(resized, batch=batch, timings=timings)  # one shape group per size
-        for i, (det, ratio) in enumerate(zip(dets, ratios)):
+            dets = detector.predict(views, batch=batch, timings=timings)
+        for i, det in enumerate(dets):
             found[i].append(det)
-            used[i].append(ratio)
     started = time.perf_counter()
     out = []
     for image, dets, ratios in zip(images_bgr, found, used):
@@ -157,6 +233,7 @@ def scaled_predict(
                 match=settings.match,
                 threshold=settings.match_threshold,
                 class_agnostic=settings.class_agnostic,
+                focus=settings.scales_focus,
             )
         )
     add_time(timings, "merge", started)

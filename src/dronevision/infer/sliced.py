@@ -81,6 +81,9 @@ class SliceSettings:
         class_agnostic: merge boxes across classes.
         scales: multi-scale inference, e.g. ``(0.75, 1.0, 1.5)``: each image also resized by these factors, the
             boxes mapped back and merged by ``merge``/``match`` (:mod:`dronevision.infer.multiscale`); None: one.
+        scales_focus: a power ``p``: each scale's confidences times ``(its score / the best scale's) ** p``, a
+            score being the mean of the scale's 20 highest confidences in that image (one frame, one altitude:
+            the scale the model is surest at counts most); 0: off.
         gsd: GSD-aware inference (:class:`dronevision.infer.gsd.GsdSettings`): images resized so that objects
             appear at the training scale; off while ``gsd.train_m`` is None.
 
@@ -103,6 +106,7 @@ class SliceSettings:
     match_threshold: float = 0.5
     class_agnostic: bool = False
     scales: tuple[float, ...] | None = None
+    scales_focus: float = 0.0
     gsd: GsdSettings = GsdSettings()
 
     def __post_init__(self) -> None:
@@ -122,6 +126,9 @@ class SliceSettings:
             ):
                 raise DroneVisionError(f"slicing.scales must be a list of factors in (0, 8], got {self.scales!r}")
             object.__setattr__(self, "scales", tuple(float(x) for x in scales))
+        focus = self.scales_focus
+        if isinstance(focus, bool) or not isinstance(focus, (int, float)) or focus < 0:
+            raise DroneVisionError(f"slicing.scales_focus must be a number >= 0, got {self.scales_focus!r}")
         if isinstance(self.gsd, Mapping):
             object.__setattr__(self, "gsd", GsdSettings.from_config(self.gsd))
 
