@@ -8,6 +8,7 @@ import logging
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -151,6 +152,53 @@ def _close_progress_bars() -> None:
         return
     for bar in list(getattr(tqdm, "_instances", [])):
         bar.close()
+
+
+class Signals:
+    """SIGINT and SIGTERM both stop a run (training, track) as KeyboardInterrupt, never in the middle of writing a
+    checkpoint (a trainer saves within ``Signals.saving()``)."""
+
+    received: str | None = None
+    _saving = 0
+    _pending = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.received = signal.Signals(signum).name
+        if cls._saving:
+            cls._pending = True
+            return
+        raise KeyboardInterrupt(cls.received)
+
+    @classmethod
+    @contextmanager
+    def saving(cls) -> Iterator[None]:
+        cls._saving += 1
+        try:
+            yield
+        finally:
+            cls._saving -= 1
+        if cls._pending and not cls._saving:
+            cls._pending = False
+            raise KeyboardInterrupt(cls.received)
+
+
+@contextmanager
+def interruptible() -> Iterator[type[Signals]]:
+    """Within the block, SIGTERM stops the process as Ctrl-C does (KeyboardInterrupt); handlers restored after.
+
+    Yields the class whose ``received`` attribute names the signal that arrived, if any.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield Signals
+        return
+    Signals.received, Signals._pending = None, False
+    saved = {s: signal.signal(s, Signals.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield Signals
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
 
 
 def hydra_main(

@@ -129,12 +129,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
+    from dronevision.cli import interruptible
     from dronevision.executor import run_tasks
     from dronevision.sample.command import video_ids
     from dronevision.sample.decode import find_inputs
     from dronevision.sample.labels import annotation_for, check_labels
     from dronevision.track.video import detector_for, track_video
-    from dronevision.train.trainer import interruptible
 
     started = time.perf_counter()
     if not cfg.get("weights"):

@@ -246,7 +246,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     from dronevision.augment import load_policy, negatives_made, preview_grid
-    from dronevision.train.trainer import fit, interruptible
+    from dronevision.cli import interruptible
+    from dronevision.train.trainer import fit
 
     started = time.perf_counter()
     out_dir = resolve_out_dir(cfg)

@@ -1,4 +1,4 @@
-"""The ultralytics side of training: our trainer classes, signal handling, and the fit call.
+"""The ultralytics side of training: our trainer classes and the fit call.
 
 The trainer classes are plain ultralytics trainers plus two things that must also hold in DDP worker processes
 (which ultralytics rebuilds from the trainer class alone): the augmentation policy with its min-visibility rule
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,60 +18,12 @@ from typing import Any
 from ultralytics.models.rtdetr.train import RTDETRTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
 
+from dronevision.cli import Signals
 from dronevision.train.args import ModelSpec
 
 log = logging.getLogger(__name__)
 
 POLICY_ENV = "DRONEVISION_AUGMENT"  # the augment config as JSON, read by every trainer process
-
-
-# --- signals ---------------------------------------------------------------------------------------------------
-
-
-class _Signals:
-    """SIGINT and SIGTERM both stop training as KeyboardInterrupt, never in the middle of writing a checkpoint."""
-
-    received: str | None = None
-    _saving = 0
-    _pending = False
-
-    @classmethod
-    def handler(cls, signum: int, frame: Any) -> None:
-        cls.received = signal.Signals(signum).name
-        if cls._saving:
-            cls._pending = True
-            return
-        raise KeyboardInterrupt(cls.received)
-
-    @classmethod
-    @contextmanager
-    def saving(cls) -> Iterator[None]:
-        cls._saving += 1
-        try:
-            yield
-        finally:
-            cls._saving -= 1
-        if cls._pending and not cls._saving:
-            cls._pending = False
-            raise KeyboardInterrupt(cls.received)
-
-
-@contextmanager
-def interruptible() -> Iterator[type[_Signals]]:
-    """Within the block, SIGTERM stops the process as Ctrl-C does (KeyboardInterrupt); handlers restored after.
-
-    Yields the class whose ``received`` attribute names the signal that arrived, if any.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield _Signals
-        return
-    _Signals.received, _Signals._pending = None, False
-    saved = {s: signal.signal(s, _Signals.handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield _Signals
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 # --- trainers --------------------------------------------------------------------------------------------------
@@ -111,7 +61,7 @@ class _DroneVisionMixin:
         for part in parts.values():  # a part left by a killed process must not pass for this epoch's
             part.unlink(missing_ok=True)
         try:
-            with _Signals.saving():
+            with Signals.saving():
                 super().save_model()  # type: ignore[misc]
                 for key, part in parts.items():
                     if part.exists():
