@@ -3,7 +3,8 @@
 ``python -m dronevision.evaluate weights=... scales=[0.5,1,2,3]`` scores the model on a zoomed variant of the split
 per scale (COCO mAP50 and mAP50-95). Pure geometry first (:func:`zoom_in_windows`, :func:`crop_boxes`,
 :func:`zoom_in`, :func:`mosaic_layout`, :func:`zoom_out`), then the I/O (:func:`build_variant` writes a variant as a
-YOLO dataset, reused while its source is unchanged; :func:`plot_altitude_curve`), then :func:`evaluate_altitude`.
+YOLO dataset, reused while its source is unchanged), then :func:`evaluate_altitude` (its curve:
+:func:`dronevision.evaluate.pictures.plot_altitude_curve`).
 """
 
 from __future__ import annotations
@@ -345,32 +346,6 @@ def build_variant(truth: GroundTruth, z: float, out: Path) -> tuple[Path, dict[s
     return out, counts
 
 
-def plot_altitude_curve(per_scale: Mapping[str, Mapping[str, Any]], out: Path) -> Path:
-    """mAP50 and mAP50-95 against the scale (log x) in one PNG."""
-    from dronevision.evaluate.pictures import _pyplot
-
-    plt = _pyplot()
-    zs = sorted(per_scale, key=float)
-    x = [float(z) for z in zs]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95")):
-        y = [np.nan if per_scale[z][key] is None else per_scale[z][key] for z in zs]
-        ax.plot(x, y, marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xticks(x, [f"{z}x" for z in zs])
-    ax.minorticks_off()
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("scale (< 1: seen from higher up, > 1: from lower down)")
-    ax.set_ylabel("COCO mAP")
-    ax.set_title("altitude shift")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
 # --- the evaluation --------------------------------------------------------------------------------------------
 
 
@@ -393,6 +368,7 @@ def evaluate_altitude(
     Writes ``out_dir/altitude_curve.png``; returns metrics.json's ``altitude`` block."""
     from dronevision.evaluate.command import compute_metrics, predict
     from dronevision.evaluate.ground_truth import load_ground_truth
+    from dronevision.evaluate.pictures import plot_altitude_curve
 
     detect = detect or predict
 

@@ -1,4 +1,5 @@
-"""Pictures of an evaluation: PR curves, confusion matrix, per-class table, and a gallery of the worst images.
+"""Pictures of an evaluation: PR curves, confusion matrix, per-class table, a gallery of the worst images, and the
+altitude-shift curve.
 
 The matching here (one IoU threshold, one confidence threshold, greedy by score) is for pictures and counts an
 analyst can read; the metrics themselves come from :mod:`dronevision.evaluate.protocols`.
@@ -152,6 +153,30 @@ def plot_pr_curves(pr: Mapping[str, Mapping[str, Sequence[float]]], out: Path, *
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_altitude_curve(per_scale: Mapping[str, Mapping[str, Any]], out: Path) -> Path:
+    """mAP50 and mAP50-95 against the scale (log x) in one PNG."""
+    plt = _pyplot()
+    zs = sorted(per_scale, key=float)
+    x = [float(z) for z in zs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95")):
+        y = [np.nan if per_scale[z][key] is None else per_scale[z][key] for z in zs]
+        ax.plot(x, y, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(x, [f"{z}x" for z in zs])
+    ax.minorticks_off()
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("scale (< 1: seen from higher up, > 1: from lower down)")
+    ax.set_ylabel("COCO mAP")
+    ax.set_title("altitude shift")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
 
