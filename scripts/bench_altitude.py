@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger("bench_altitude")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,6 +194,20 @@ def evaluate(name: str, weights: str, args: argparse.Namespace, infer: str = "")
     return metrics["altitude"]["per_scale"]
 
 
+def training_box_px(data: Path, imgsz: int) -> float:
+    """The train split's median box side in pixels as a model at ``imgsz`` sees it (letterboxed): the
+    ``slicing.scales_box_px`` of both models (neither was trained on a dataset-stage build with a manifest)."""
+    from dronevision.evaluate.ground_truth import load_ground_truth
+
+    truth = load_ground_truth(data, "train")
+    sides = [
+        np.sqrt(np.maximum(boxes.area, 0.0)) * imgsz / max(size)
+        for boxes, size in zip(truth.boxes, truth.sizes)
+        if len(boxes)
+    ]
+    return round(float(np.median(np.concatenate(sides))), 2)
+
+
 def _f(value: float | None, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
@@ -209,7 +225,7 @@ def report(record: dict[str, Any]) -> str:
         f"Both from scratch, {a['epochs']} epochs at {a['imgsz']} px, batch {a['batch']}, fraction {a['fraction']},"
         f" on {a['data']} (train; val: valid); scored on its test split, COCO protocol",
         f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe']};"
-        f" +infer: python -m dronevision.evaluate {a['infer']}",
+        f" +infer: python -m dronevision.evaluate {record.get('infer', a['infer'])}",
         "",
         "| scale | "
         + " | ".join(f"mAP50 {c}" for c in COLUMNS)
@@ -267,10 +283,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     runs = {"plain": train_plain(args), "recipe": train_recipe(args)}
+    box_px = training_box_px(args.data, args.imgsz)
+    infer = f"{args.infer} slicing.scales_box_px={box_px}"
     scores = {}
     for name, run in runs.items():
         scores[name] = evaluate(name, run["weights"], args)
-        scores[f"{name}+infer"] = evaluate(f"{name}-infer", run["weights"], args, args.infer)
+        scores[f"{name}+infer"] = evaluate(f"{name}-infer", run["weights"], args, infer)
     table = []
     for z in SCALES:
         row: dict[str, Any] = {"scale": scale_name(z)}
@@ -289,6 +307,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "child"},
         "runs": runs,
+        "infer": infer,
         "per_scale": scores,
         "table": table,
         "targets": targets,

@@ -290,6 +290,18 @@ def test_focus_ranks_the_boxes_of_the_surer_scale_first() -> None:
     assert focused.xyxy[-1].tolist() == [0, 60, 30, 90]
 
 
+def test_size_weighting_keeps_the_box_of_the_scale_where_the_car_looks_as_in_training() -> None:
+    # a 48 px car (3x the training's 16 px): at full size the model finds it too small and surer (0.8), at a third
+    # of the size it finds it whole (0.6); NMS alone keeps the wrong one, the size weighting the right one
+    full = Detections(xyxy=[[10, 10, 44, 44]], class_id=[0], confidence=[0.8])  # 34 px in its view: too large
+    third = Detections(xyxy=[[2, 2, 18, 18]], class_id=[0], confidence=[0.6])  # 16 px in its view
+    factors = [(1.0, 1.0), (1 / 3, 1 / 3)]
+    plain = merge_scales([full, third], factors, (96, 96), match="ios")
+    weighted = merge_scales([full, third], factors, (96, 96), match="ios", box_px=16)
+    assert len(plain) == 1 and plain.xyxy[0].tolist() == [10, 10, 44, 44]
+    assert len(weighted) == 1 and np.allclose(weighted.xyxy[0], [6, 6, 54, 54]) and weighted.confidence[0] == 0.6
+
+
 @pytest.mark.parametrize(
     ("xyxy", "factor", "want"),
     [
@@ -378,7 +390,8 @@ def test_slicing_altitude_preset(config: str) -> None:
     from tests.conftest import compose_config
 
     settings = SliceSettings.from_config(compose_config(config, "slicing=altitude").slicing)
-    assert settings.scales == (0.333, 0.5, 1.0) and settings.scales_focus == 2.0 and settings.scaling
+    assert settings.scales == (0.333, 0.5, 1.0) and settings.scales_focus == 0.5 and settings.scaling
+    assert settings.scales_box_sigma == 0.4 and settings.scales_box_px is None  # the model's own
     assert (settings.merge, settings.match, settings.enabled) == ("nms", "iou", False)
     with pytest.raises(DroneVisionError, match="scales_focus must be a number >= 0"):
         SliceSettings(scales_focus=-1)

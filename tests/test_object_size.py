@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from dronevision.dataset.command import run as build
-from dronevision.export.command import training_object_size
+from dronevision.infer import Detector
+from dronevision.infer.model import training_object_size
 from tests.conftest import compose_config, make_yolo_dataset
 
 
@@ -59,7 +61,24 @@ def test_an_export_carries_the_training_sets_object_size(tmp_path: Path) -> None
         "train_median_box_px": str(manifest["object_size"]["train"]["median_side_px"]),
         "train_gsd_m": "0.05",
     }
+    # what multi-scale inference weighs boxes by (slicing.scales_box_px null): the checkpoint's, or an export's
+    checkpoint, export = _FileDetector(weights), _FileDetector(tmp_path / "model.onnx")
+    export.info = SimpleNamespace(metadata={"train_median_box_px": "12.5"})
+    assert checkpoint.train_box_px == manifest["object_size"]["train"]["median_side_px"]
+    assert export.train_box_px == 12.5 and _FileDetector(tmp_path / "other.onnx").train_box_px is None
     (training / "config.yaml").unlink()  # no record of the training, and no checkpoint to read: nothing known
     weights.write_bytes(b"")
     (training / "config.yaml").write_text("task_name: evaluate\n")
     assert training_object_size(training / "model.onnx") == {}
+
+
+class _FileDetector(Detector):
+    """A detector known only by its file (no model runs)."""
+
+    names, runtime, threads, input_hw = {0: "car"}, "fake", 1, (64, 64)
+
+    def __init__(self, weights: Path) -> None:
+        self.weights = weights
+
+    def _predict_batch(self, images_bgr: list[np.ndarray]) -> list:
+        raise AssertionError("not run")

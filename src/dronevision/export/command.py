@@ -39,7 +39,13 @@ from dronevision.export.core import (
     spread_indices,
 )
 from dronevision.export.openvino import to_openvino_int8
-from dronevision.infer.model import load_checkpoint, read_metadata, read_metadata_props, training_dataset
+from dronevision.infer.model import (
+    load_checkpoint,
+    read_metadata,
+    read_metadata_props,
+    training_dataset,
+    training_object_size,
+)
 from dronevision.infer.yolo import letterbox_image, read_letterboxed
 from dronevision.mlflow_run import MlflowRun, RunRef, find_training_run
 
@@ -182,25 +188,6 @@ def _log_to_training_run(found: RunRef | None, out_dir: Path, summary: dict[str,
 
 
 # --- entry point -----------------------------------------------------------------------------------------------
-
-
-def training_object_size(weights: Path) -> dict[str, str]:
-    """The training set's median object size (``train_median_box_px``) and ground sample distance (``train_gsd_m``,
-    when the dataset stage was told it), from the manifest of the dataset the weights were trained on; what a
-    detector needs to see new footage at its training scale (``slicing.gsd``). Empty when unknown."""
-    import json
-
-    found = training_dataset(weights)
-    if found is None:
-        return {}
-    folder = found[0] if found[0].is_dir() else found[0].parent
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):  # not built by the dataset stage: no manifest
-        return {}
-    size = (manifest.get("object_size") or {}).get("train") or {}
-    values = {"train_median_box_px": size.get("median_side_px"), "train_gsd_m": manifest.get("gsd_m")}
-    return {k: str(v) for k, v in values.items() if v is not None}
 
 
 def _export_variants(

@@ -16,6 +16,7 @@ inside ``inference`` for a ``.pt``. :func:`dronevision.infer.sliced.sliced_predi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -28,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from dronevision.errors import DroneVisionError
-from dronevision.infer.model import end2end_args, ir_xml, load_checkpoint, read_model_info
+from dronevision.infer.model import (
+    end2end_args,
+    ir_xml,
+    load_checkpoint,
+    read_model_info,
+    training_object_size,
+)
 from dronevision.infer.session import RUNTIMES, available, check_runtime, open_session
 from dronevision.infer.yolo import Letterbox, decode, letterbox_batch, letterbox_plan
 from dronevision.schema import Detections
@@ -175,6 +182,22 @@ class Detector(ABC):
                     out[i] = det
         return out
 
+    weights: Path | None = None  # the model file, when loaded from one
+
+    @functools.cached_property
+    def train_box_px(self) -> float | None:
+        """The training objects' median side in pixels as the model saw them: an export's ``train_median_box_px``
+        metadata, or for a checkpoint the manifest of the dataset it was trained on; None when unknown."""
+        info = getattr(self, "info", None)
+        meta = dict(getattr(info, "metadata", None) or {})
+        if "train_median_box_px" not in meta and self.weights is not None and self.weights.suffix == ".pt":
+            meta = training_object_size(self.weights)
+        try:
+            value = float(meta["train_median_box_px"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value if value > 0 else None
+
     @property
     @abstractmethod
     def input_hw(self) -> tuple[int, int]:
@@ -223,7 +246,7 @@ class TorchDetector(Detector):
         threads: int,
         device: str | int | None,
     ) -> None:
-        self.runtime, self.threads = "torch", threads
+        self.runtime, self.threads, self.weights = "torch", threads, Path(weights)
         self.model = load_checkpoint(weights)  # one line for a file that is no detector's checkpoint
         self.names = {int(k): str(v) for k, v in self.model.names.items()}
         self._kwargs: dict[str, Any] = {"conf": conf, "iou": iou, "max_det": max_det, "verbose": False}
@@ -278,7 +301,7 @@ class OnnxDetector(Detector):
         precision: str | None = None,
         streams: int = 1,
     ) -> None:
-        self.runtime, self.threads = check_runtime(runtime), threads
+        self.runtime, self.threads, self.weights = check_runtime(runtime), threads, Path(model)
         self.info = read_model_info(model)
         self.names = dict(self.info.names) or {}
         _, channels, height, width = self.info.input_shape

@@ -12,6 +12,7 @@ name: ``end2end`` models (YOLO26, YOLOv10) output final detections, the others r
 from __future__ import annotations
 
 import ast
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -301,3 +302,20 @@ def end2end_args(model: Any) -> dict[str, Any]:
     (``end2end`` in the metadata, output ``(B, max_det, 6)``) and their metrics are of the same head.
     """
     return {"nms": False} if nms_free(model) else {}
+
+
+def training_object_size(weights: Path) -> dict[str, str]:
+    """The training set's median object size (``train_median_box_px``) and ground sample distance (``train_gsd_m``,
+    when the dataset stage was told it), from the manifest of the dataset the weights were trained on; what a
+    detector needs to see new footage at its training scale (``slicing.gsd``). Empty when unknown."""
+    found = training_dataset(weights)
+    if found is None:
+        return {}
+    folder = found[0] if found[0].is_dir() else found[0].parent
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):  # not built by the dataset stage: no manifest
+        return {}
+    size = (manifest.get("object_size") or {}).get("train") or {}
+    values = {"train_median_box_px": size.get("median_side_px"), "train_gsd_m": manifest.get("gsd_m")}
+    return {k: str(v) for k, v in values.items() if v is not None}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FOCUS_TOP = 20  # confidences that make a scale's score (focus_weights)
+SIZE_SIGMA = 0.4  # spread of size_weights' likeness, in natural-log units (0.4: 1.5x off weighs 0.6)
 
 
 # --- pure core -------------------------------------------------------------------------------------------------
@@ -81,6 +82,38 @@ def focus_weights(per_scale: Sequence[Detections], power: float, *, top: int = F
     return [(score / best) ** power for score in scores]
 
 
+def size_weights(
+    per_scale: Sequence[Detections], factors: Sequence[float], box_px: float, sigma: float = SIZE_SIGMA
+) -> list[np.ndarray]:
+    """A weight per box from its size as the model saw it (SNIP's valid range per scale, made soft): a box found
+    at the largest scale that is larger than ``box_px``, or one found at a smaller scale that is smaller than
+    ``box_px``, weighs ``exp(-ln(v / box_px)^2 / (2 sigma^2))`` for its side ``v`` in that view; other boxes weigh
+    1. A vehicle seen too large at the model's own view, or a group of small ones seen as one at a reduced
+    scale, counts less than the same vehicle at the scale where it looks as in training.
+
+    Args:
+        per_scale: each scale's boxes, in the pixels of its view (the resized image).
+        factors: each scale's resize factor (which scale is the largest).
+        box_px: the training objects' typical side as the model saw them (the median).
+        sigma: the spread of the likeness, in natural-log units of size.
+
+    Examples:
+        >>> far = Detections(xyxy=[[0, 0, 16, 16], [20, 0, 26, 6]], class_id=[0, 0], confidence=[0.9, 0.9])
+        >>> near = Detections(xyxy=[[0, 0, 40, 40], [50, 0, 66, 16]], class_id=[0, 0], confidence=[0.9, 0.9])
+        >>> [w.round(2).tolist() for w in size_weights([far, near], [0.4, 1.0], box_px=16)]  # the same two cars
+        [[1.0, 0.05], [0.07, 1.0]]
+    """
+    factors = np.asarray(factors, dtype=np.float64)
+    largest = float(factors.max(initial=0.0))
+    out = []
+    for det, f in zip(per_scale, factors):
+        side = np.sqrt(np.maximum(det.area, 1e-12))
+        likeness = np.exp(-(np.log(side / box_px) ** 2) / (2 * sigma**2))
+        off = side > box_px if f >= largest else side < box_px
+        out.append(np.where(off, likeness, 1.0) if len(factors) > 1 else np.ones(len(det)))
+    return out
+
+
 def merge_scales(
     per_scale: Sequence[Detections],
     factors_wh: Sequence[tuple[float, float]],
@@ -91,9 +124,12 @@ def merge_scales(
     threshold: float = 0.5,
     class_agnostic: bool = False,
     focus: float = 0.0,
+    box_px: float | None = None,
+    sigma: float = SIZE_SIGMA,
 ) -> Detections:
-    """The detections of several resized copies of one image, in its own pixels, merged into one set; with
-    ``focus`` > 0 each scale's confidences are weighted first (:func:`focus_weights`).
+    """The detections of several resized copies of one image, in its own pixels, merged into one set. Confidences
+    are weighted first: per scale with ``focus`` > 0 (:func:`focus_weights`), per box with ``box_px``
+    (:func:`size_weights`).
 
     Examples:
         >>> a = Detections(xyxy=[[10, 10, 20, 20]], class_id=[0], confidence=[0.6])  # found at half size
@@ -103,12 +139,13 @@ def merge_scales(
     """
     if len(per_scale) != len(factors_wh):
         raise ValueError(f"{len(per_scale)} detection sets for {len(factors_wh)} factors")
-    if focus and len(per_scale) > 1:
-        weights = focus_weights(per_scale, focus)
-        per_scale = [
-            Detections(xyxy=d.xyxy, class_id=d.class_id, confidence=d.confidence * w) if w != 1 else d
-            for d, w in zip(per_scale, weights)
-        ]
+    if len(per_scale) > 1 and (focus or box_px):
+        weights: list[Any] = focus_weights(per_scale, focus)
+        if box_px:
+            sizes = size_weights(per_scale, [float(np.sqrt(fx * fy)) for fx, fy in factors_wh], box_px, sigma)
+            weights = [w * s for w, s in zip(weights, sizes)]
+        per_scale = [Detections(xyxy=d.xyxy, class_id=d.class_id, confidence=d.confidence * w)
+                     for d, w in zip(per_scale, weights)]  # fmt: skip
     det = Detections.merge([unscale_detections(d, f, image_wh) for d, f in zip(per_scale, factors_wh)])
     if len(per_scale) == 1 or len(det) < 2:
         return det
@@ -192,6 +229,7 @@ def scaled_predict(
     if len(per_image) != len(images_bgr):
         raise ValueError(f"{len(per_image)} factors for {len(images_bgr)} images")
     input_hw = detector.input_hw
+    box_px = settings.scales_box_px or detector.train_box_px
     if settings.enabled:
         tiles, view_hw = settings, (settings.tile, settings.tile)
     else:  # larger than the input: tiles the input's size, merged as the group says, no full-frame pass
@@ -234,6 +272,8 @@ def scaled_predict(
                 threshold=settings.match_threshold,
                 class_agnostic=settings.class_agnostic,
                 focus=settings.scales_focus,
+                box_px=box_px,
+                sigma=settings.scales_box_sigma,
             )
         )
     add_time(timings, "merge", started)

@@ -84,6 +84,11 @@ class SliceSettings:
         scales_focus: a power ``p``: each scale's confidences times ``(its score / the best scale's) ** p``, a
             score being the mean of the scale's 20 highest confidences in that image (one frame, one altitude:
             the scale the model is surest at counts most); 0: off.
+        scales_box_px: the training objects' median side in pixels as the model saw them; with ``scales``, a box
+            larger than this at the largest scale, or smaller at a smaller one, counts less
+            (:func:`dronevision.infer.multiscale.size_weights`). None: the model's own
+            (:attr:`dronevision.infer.Detector.train_box_px`), else no weighting.
+        scales_box_sigma: the spread of that weighting in natural-log units of size.
         gsd: GSD-aware inference (:class:`dronevision.infer.gsd.GsdSettings`): images resized so that objects
             appear at the training scale; off while ``gsd.train_m`` is None.
 
@@ -107,6 +112,8 @@ class SliceSettings:
     class_agnostic: bool = False
     scales: tuple[float, ...] | None = None
     scales_focus: float = 0.0
+    scales_box_px: float | None = None
+    scales_box_sigma: float = 0.4
     gsd: GsdSettings = GsdSettings()
 
     def __post_init__(self) -> None:
@@ -129,6 +136,12 @@ class SliceSettings:
         focus = self.scales_focus
         if isinstance(focus, bool) or not isinstance(focus, (int, float)) or focus < 0:
             raise DroneVisionError(f"slicing.scales_focus must be a number >= 0, got {self.scales_focus!r}")
+        for name in ("scales_box_px", "scales_box_sigma"):
+            value = getattr(self, name)
+            if (value is not None or name == "scales_box_sigma") and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise DroneVisionError(f"slicing.{name} must be a number > 0, got {value!r}")
         if isinstance(self.gsd, Mapping):
             object.__setattr__(self, "gsd", GsdSettings.from_config(self.gsd))
 
