@@ -92,22 +92,21 @@ def size_weights(
     scale, counts less than the same vehicle at the scale where it looks as in training.
 
     Args:
-        per_scale: each scale's boxes, in the pixels of its view (the resized image).
-        factors: each scale's resize factor (which scale is the largest).
+        per_scale: each scale's boxes, in the original image's pixels.
+        factors: each scale's view factor (original pixels to the pixels the model saw).
         box_px: the training objects' typical side as the model saw them (the median).
         sigma: the spread of the likeness, in natural-log units of size.
 
     Examples:
-        >>> far = Detections(xyxy=[[0, 0, 16, 16], [20, 0, 26, 6]], class_id=[0, 0], confidence=[0.9, 0.9])
-        >>> near = Detections(xyxy=[[0, 0, 40, 40], [50, 0, 66, 16]], class_id=[0, 0], confidence=[0.9, 0.9])
-        >>> [w.round(2).tolist() for w in size_weights([far, near], [0.4, 1.0], box_px=16)]  # the same two cars
-        [[1.0, 0.05], [0.07, 1.0]]
+        >>> cars = Detections(xyxy=[[0, 0, 40, 40], [50, 0, 66, 16]], class_id=[0, 0], confidence=[0.9, 0.9])
+        >>> [w.round(2).tolist() for w in size_weights([cars, cars], [0.4, 1.0], box_px=16)]  # 16/6 px, 40/16 px
+        [[1.0, 0.07], [0.07, 1.0]]
     """
     factors = np.asarray(factors, dtype=np.float64)
     largest = float(factors.max(initial=0.0))
     out = []
     for det, f in zip(per_scale, factors):
-        side = np.sqrt(np.maximum(det.area, 1e-12))
+        side = np.sqrt(np.maximum(det.area, 1e-12)) * f
         likeness = np.exp(-(np.log(side / box_px) ** 2) / (2 * sigma**2))
         off = side > box_px if f >= largest else side < box_px
         out.append(np.where(off, likeness, 1.0) if len(factors) > 1 else np.ones(len(det)))
@@ -126,10 +125,12 @@ def merge_scales(
     focus: float = 0.0,
     box_px: float | None = None,
     sigma: float = SIZE_SIGMA,
+    view_factors: Sequence[float] | None = None,
 ) -> Detections:
     """The detections of several resized copies of one image, in its own pixels, merged into one set. Confidences
     are weighted first: per scale with ``focus`` > 0 (:func:`focus_weights`), per box with ``box_px``
-    (:func:`size_weights`).
+    (:func:`size_weights`, with ``view_factors``: original pixels to the model's view per scale; default: the
+    resize factors).
 
     Examples:
         >>> a = Detections(xyxy=[[10, 10, 20, 20]], class_id=[0], confidence=[0.6])  # found at half size
@@ -139,14 +140,15 @@ def merge_scales(
     """
     if len(per_scale) != len(factors_wh):
         raise ValueError(f"{len(per_scale)} detection sets for {len(factors_wh)} factors")
+    per_scale = [unscale_detections(d, f, image_wh) for d, f in zip(per_scale, factors_wh)]
     if len(per_scale) > 1 and (focus or box_px):
         weights: list[Any] = focus_weights(per_scale, focus)
         if box_px:
-            sizes = size_weights(per_scale, [float(np.sqrt(fx * fy)) for fx, fy in factors_wh], box_px, sigma)
-            weights = [w * s for w, s in zip(weights, sizes)]
+            views = view_factors or [float(np.sqrt(fx * fy)) for fx, fy in factors_wh]
+            weights = [w * s for w, s in zip(weights, size_weights(per_scale, views, box_px, sigma))]
         per_scale = [Detections(xyxy=d.xyxy, class_id=d.class_id, confidence=d.confidence * w)
                      for d, w in zip(per_scale, weights)]  # fmt: skip
-    det = Detections.merge([unscale_detections(d, f, image_wh) for d, f in zip(per_scale, factors_wh)])
+    det = Detections.merge(per_scale)
     if len(per_scale) == 1 or len(det) < 2:
         return det
     return merge_detections(det, merge=merge, match=match, threshold=threshold, class_agnostic=class_agnostic)
@@ -236,35 +238,37 @@ def scaled_predict(
         tiles = replace(settings, enabled=True, tile=min(input_hw), full_frame=False)
         view_hw = input_hw
     found: list[list[Detections]] = [[] for _ in images_bgr]
-    used: list[list[tuple[float, float]]] = [[] for _ in images_bgr]
+    used: list[list[tuple[float, float]]] = [[] for _ in images_bgr]  # resize factors (w, h)
+    seen: list[list[float]] = [[] for _ in images_bgr]  # original pixels to the pixels the model saw
     for scale in settings.scales or (1.0,):
         started = time.perf_counter()
-        views, fits = [], []
+        views, whole = [], []  # whole: run as one model input (else in tiles)
         for i, (image, factor) in enumerate(zip(images_bgr, per_image)):
             h, w = image.shape[:2]
+            view = view_factor((w, h), factor, input_hw, settings.enabled)
             if factor is None and scale == 1.0:  # the model's own view: exactly the path without scaling
                 views.append(image)
-                fits.append(True)
+                whole.append(not settings.enabled)
                 used[i].append((1.0, 1.0))
+                seen[i].append(view)
                 continue
-            size = scaled_size((w, h), view_factor((w, h), factor, input_hw, settings.enabled) * scale)
+            size = scaled_size((w, h), view * scale)
             views.append(pad_to(resize_bgr(image, size), view_hw))
-            fits.append(views[-1].shape[:2] == tuple(view_hw))
+            whole.append(not settings.enabled and views[-1].shape[:2] == tuple(view_hw))
             used[i].append((size[0] / w, size[1] / h))
+            seen[i].append(float(np.sqrt(size[0] / w * size[1] / h)))
         add_time(timings, "resize", started)
-        if settings.enabled or not all(fits):
-            dets = [sliced_predict(detector, view, tiles, timings=timings) for view in views]
-        else:
-            dets = detector.predict(views, batch=batch, timings=timings)
-        for i, det in enumerate(dets):
-            found[i].append(det)
+        picked = [i for i, one in enumerate(whole) if one]
+        dets = dict(zip(picked, detector.predict([views[i] for i in picked], batch=batch, timings=timings)))
+        for i, one in enumerate(whole):
+            found[i].append(dets[i] if one else sliced_predict(detector, views[i], tiles, timings=timings))
     started = time.perf_counter()
     out = []
-    for image, dets, ratios in zip(images_bgr, found, used):
+    for image, dets_i, ratios, views_i in zip(images_bgr, found, used, seen):
         h, w = image.shape[:2]
         out.append(
             merge_scales(
-                dets,
+                dets_i,
                 ratios,
                 (w, h),
                 merge=settings.merge,
@@ -274,6 +278,7 @@ def scaled_predict(
                 focus=settings.scales_focus,
                 box_px=box_px,
                 sigma=settings.scales_box_sigma,
+                view_factors=views_i,
             )
         )
     add_time(timings, "merge", started)
