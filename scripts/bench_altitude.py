@@ -43,8 +43,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 log = logging.getLogger("bench_altitude")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,15 +195,12 @@ def evaluate(name: str, weights: str, args: argparse.Namespace, infer: str = "")
 def training_box_px(data: Path, imgsz: int) -> float:
     """The train split's median box side in pixels as a model at ``imgsz`` sees it (letterboxed): the
     ``slicing.scales_box_px`` of both models (neither was trained on a dataset-stage build with a manifest)."""
+    from dronevision.dataset.writer import object_size
     from dronevision.evaluate.ground_truth import load_ground_truth
 
     truth = load_ground_truth(data, "train")
-    sides = [
-        np.sqrt(np.maximum(boxes.area, 0.0)) * imgsz / max(size)
-        for boxes, size in zip(truth.boxes, truth.sizes)
-        if len(boxes)
-    ]
-    return round(float(np.median(np.concatenate(sides))), 2)
+    box_wh = [(b.xyxy[:, 2:] - b.xyxy[:, :2]) * imgsz / max(size) for b, size in zip(truth.boxes, truth.sizes)]
+    return object_size(box_wh)["median_side_px"]
 
 
 def _f(value: float | None, spec: str = ".3f") -> str:

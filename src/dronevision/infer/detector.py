@@ -160,12 +160,14 @@ class Detector(ABC):
         runtime: ``torch`` or one of :data:`dronevision.infer.session.RUNTIMES`.
         threads: CPU threads it computes with.
         max_batch: the largest batch it takes (a static-batch ONNX file's batch), None for any.
+        weights: the model file, when loaded from one.
     """
 
     names: dict[int, str]
     runtime: str
     threads: int
     max_batch: int | None = None
+    weights: Path | None = None
 
     def predict(
         self, images_bgr: Sequence[np.ndarray], *, batch: int = 8, timings: dict[str, float] | None = None
@@ -181,8 +183,6 @@ class Detector(ABC):
                 for i, det in zip(picked, results):
                     out[i] = det
         return out
-
-    weights: Path | None = None  # the model file, when loaded from one
 
     @functools.cached_property
     def train_box_px(self) -> float | None:

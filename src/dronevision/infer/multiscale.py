@@ -102,14 +102,15 @@ def size_weights(
         >>> [w.round(2).tolist() for w in size_weights([cars, cars], [0.4, 1.0], box_px=16)]  # 16/6 px, 40/16 px
         [[1.0, 0.07], [0.07, 1.0]]
     """
-    factors = np.asarray(factors, dtype=np.float64)
-    largest = float(factors.max(initial=0.0))
+    if len(per_scale) < 2:  # one scale: nothing to prefer
+        return [np.ones(len(det)) for det in per_scale]
+    largest = max(factors)
     out = []
     for det, f in zip(per_scale, factors):
         side = np.sqrt(np.maximum(det.area, 1e-12)) * f
         likeness = np.exp(-(np.log(side / box_px) ** 2) / (2 * sigma**2))
         off = side > box_px if f >= largest else side < box_px
-        out.append(np.where(off, likeness, 1.0) if len(factors) > 1 else np.ones(len(det)))
+        out.append(np.where(off, likeness, 1.0))
     return out
 
 
@@ -231,7 +232,8 @@ def scaled_predict(
     if len(per_image) != len(images_bgr):
         raise ValueError(f"{len(per_image)} factors for {len(images_bgr)} images")
     input_hw = detector.input_hw
-    box_px = settings.scales_box_px or detector.train_box_px
+    scales = settings.scales or (1.0,)
+    box_px = (settings.scales_box_px or detector.train_box_px) if len(scales) > 1 else None
     if settings.enabled:
         tiles, view_hw = settings, (settings.tile, settings.tile)
     else:  # larger than the input: tiles the input's size, merged as the group says, no full-frame pass
@@ -240,7 +242,7 @@ def scaled_predict(
     found: list[list[Detections]] = [[] for _ in images_bgr]
     used: list[list[tuple[float, float]]] = [[] for _ in images_bgr]  # resize factors (w, h)
     seen: list[list[float]] = [[] for _ in images_bgr]  # original pixels to the pixels the model saw
-    for scale in settings.scales or (1.0,):
+    for scale in scales:
         started = time.perf_counter()
         views, whole = [], []  # whole: run as one model input (else in tiles)
         for i, (image, factor) in enumerate(zip(images_bgr, per_image)):
@@ -256,7 +258,7 @@ def scaled_predict(
             views.append(pad_to(resize_bgr(image, size), view_hw))
             whole.append(not settings.enabled and views[-1].shape[:2] == tuple(view_hw))
             used[i].append((size[0] / w, size[1] / h))
-            seen[i].append(float(np.sqrt(size[0] / w * size[1] / h)))
+            seen[i].append(float(np.sqrt(size[0] / w * size[1] / h)))  # the rounded size the model saw
         add_time(timings, "resize", started)
         picked = [i for i, one in enumerate(whole) if one]
         dets = dict(zip(picked, detector.predict([views[i] for i in picked], batch=batch, timings=timings)))

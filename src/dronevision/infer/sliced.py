@@ -61,6 +61,12 @@ def shift_tile_detections(per_tile: Sequence[Detections], tiles_xyxy: np.ndarray
     return Detections(xyxy=shift_boxes(merged.xyxy, offsets), class_id=merged.class_id, confidence=merged.confidence)
 
 
+def _check_number(name: str, value: Any, *, zero: bool = False) -> None:
+    """Refuse ``slicing.<name>`` unless it is a number > 0 (>= 0 with ``zero``), in one line."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero):
+        raise DroneVisionError(f"slicing.{name} must be a number {'>=' if zero else '>'} 0, got {value!r}")
+
+
 # --- settings --------------------------------------------------------------------------------------------------
 
 
@@ -133,15 +139,10 @@ class SliceSettings:
             ):
                 raise DroneVisionError(f"slicing.scales must be a list of factors in (0, 8], got {self.scales!r}")
             object.__setattr__(self, "scales", tuple(float(x) for x in scales))
-        focus = self.scales_focus
-        if isinstance(focus, bool) or not isinstance(focus, (int, float)) or focus < 0:
-            raise DroneVisionError(f"slicing.scales_focus must be a number >= 0, got {self.scales_focus!r}")
-        for name in ("scales_box_px", "scales_box_sigma"):
-            value = getattr(self, name)
-            if (value is not None or name == "scales_box_sigma") and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-            ):
-                raise DroneVisionError(f"slicing.{name} must be a number > 0, got {value!r}")
+        _check_number("scales_focus", self.scales_focus, zero=True)
+        _check_number("scales_box_sigma", self.scales_box_sigma)
+        if self.scales_box_px is not None:
+            _check_number("scales_box_px", self.scales_box_px)
         if isinstance(self.gsd, Mapping):
             object.__setattr__(self, "gsd", GsdSettings.from_config(self.gsd))
 
