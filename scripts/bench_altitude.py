@@ -13,12 +13,14 @@
 2. scores both ``best.pt`` on the TEST split at zoom 0.5, 1, 2 and 3 with ``python -m dronevision.evaluate
    ... dataset.split=test scales=[0.5,1,2,3] protocol=coco`` (COCO mAP50 and mAP50-95 per scale, see
    docs/evaluate.md "Altitude shift"): z < 1 as seen from higher up (shrunk, tiled), z > 1 from lower down (crops
-   enlarged); each twice: with plain inference and with ``--infer`` (default ``slicing=altitude``: multi-scale
-   inference, docs/evaluate.md), so that the table shows what training and inference each bring;
-3. prints a Markdown table per scale (plain, plain + inference, recipe, recipe + inference), the recipe's targets
-   (mAP50 >= 0.71 at 1x, >= 0.65 at 2x, >= 0.55 at 3x) met or not for the recipe with and without ``--infer``, the
-   training time of each with the ratio, the command line, the CPU and the date, and writes it all to
-   ``<out>/bench_altitude.json``.
+   enlarged); each three times: with plain inference, with ``--infer`` (default ``slicing=altitude``: multi-scale
+   inference for footage of unknown altitude, docs/evaluate.md) and with ``--known`` (default
+   ``scales_known_gsd=true``: each variant's altitude known, so GSD-aware inference resizes it back to the training
+   scale), so that the table shows what training and inference each bring;
+3. prints Markdown tables per scale (mAP50, then mAP50-95; columns: plain, plain + infer, plain + known altitude,
+   and the same for the recipe), the recipe's targets (mAP50 >= 0.71 at 1x, >= 0.65 at 2x, >= 0.55 at 3x) met or
+   not in each of its columns, the training time of each with the ratio, the command line, the CPU and the date, and
+   writes it all to ``<out>/bench_altitude.json``.
 
     python scripts/bench_altitude.py                        # 30 epochs at 416 each: hours on a 2-core CPU
     python scripts/bench_altitude.py --recipe "augment=aerial model=yolov8n_p2"
@@ -207,7 +209,8 @@ def _f(value: float | None, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-COLUMNS = ("plain", "plain+infer", "recipe", "recipe+infer")  # trained by / scored with
+COLUMNS = ("plain", "plain+infer", "plain+known", "recipe", "recipe+infer", "recipe+known")  # trained by + scored with
+RECIPE = ("recipe", "recipe+infer", "recipe+known")
 
 
 def report(record: dict[str, Any]) -> str:
@@ -220,22 +223,18 @@ def report(record: dict[str, Any]) -> str:
         f"Both from scratch, {a['epochs']} epochs at {a['imgsz']} px, batch {a['batch']}, fraction {a['fraction']},"
         f" on {a['data']} (train; val: valid); scored on its test split, COCO protocol",
         f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe']};"
-        f" +infer: python -m dronevision.evaluate {record.get('infer', a['infer'])}",
-        "",
-        "| scale | "
-        + " | ".join(f"mAP50 {c}" for c in COLUMNS)
-        + " | "
-        + " | ".join(f"mAP50-95 {c}" for c in COLUMNS)
-        + " |",
-        "|---:|" + "---:|" * 2 * len(COLUMNS),
+        f" +infer: python -m dronevision.evaluate {record.get('infer', a['infer'])};"
+        f" +known: python -m dronevision.evaluate {a.get('known', '')}",
     ]
-    for row in record["table"]:
-        cells = [_f(row[c]["map50"]) for c in COLUMNS] + [_f(row[c]["map50_95"]) for c in COLUMNS]
-        lines.append(f"| {row['scale']}x | " + " | ".join(cells) + " |")
+    for metric in ("map50", "map50_95"):
+        lines += ["", f"| {metric} | " + " | ".join(COLUMNS) + " |", "|---:|" + "---:|" * len(COLUMNS)]
+        for row in record["table"]:
+            cells = [_f(row.get(c, {}).get(metric)) for c in COLUMNS]
+            lines.append(f"| {row['scale']}x | " + " | ".join(cells) + " |")
     lines.append("")
     for t in record["targets"]:
-        verdicts = ", ".join(f"{c} {_f(t[c])} {'met' if t[c] is not None and t[c] >= t['target'] else 'not met'}"
-                             for c in ("recipe", "recipe+infer"))  # fmt: skip
+        verdicts = ", ".join(f"{c} {_f(t.get(c))} {'met' if (t.get(c) or 0) >= t['target'] else 'not met'}"
+                             for c in RECIPE)  # fmt: skip
         lines.append(f"Target {t['scale']}x: mAP50 >= {t['target']:.2f}: {verdicts}")
     lines.append("")
     lines.append("| run | training s (results.csv) | whole command s | training time / plain |")
@@ -262,6 +261,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--infer", default="slicing=altitude", help="dronevision.evaluate overrides of the +infer columns"
     )
     parser.add_argument(
+        "--known", default="scales_known_gsd=true", help="dronevision.evaluate overrides of the +known columns"
+    )
+    parser.add_argument(
         "--fraction", type=float, default=1.0, help="fraction of the training images (both runs; < 1 for smoke runs)"
     )
     parser.add_argument("--skip-plain", action="store_true", help="reuse <out>/plain instead of training it")
@@ -284,6 +286,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in runs.items():
         scores[name] = evaluate(name, run["weights"], args)
         scores[f"{name}+infer"] = evaluate(f"{name}-infer", run["weights"], args, infer)
+        scores[f"{name}+known"] = evaluate(f"{name}-known", run["weights"], args, args.known)
     table = []
     for z in SCALES:
         row: dict[str, Any] = {"scale": scale_name(z)}
@@ -293,8 +296,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         table.append(row)
     targets = []
     for z, target in TARGETS.items():
-        got = {c: scores[c].get(scale_name(z), {}).get("map50") for c in ("recipe", "recipe+infer")}
-        targets.append({"scale": scale_name(z), "target": target, **got, "met": (got["recipe+infer"] or 0) >= target})
+        got = {c: scores[c].get(scale_name(z), {}).get("map50") for c in RECIPE}
+        targets.append(
+            {"scale": scale_name(z), "target": target, **got, "met": [c for c in RECIPE if (got[c] or 0) >= target]}
+        )
     record = {
         "command": command,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -226,6 +226,30 @@ def test_every_scale_is_scored_and_scale_one_is_the_split_itself(tmp_path: Path)
     assert (tmp_path / "out" / "altitude_curve.png").is_file()
 
 
+def test_known_altitude_resizes_each_variant_back_to_the_training_scale(tmp_path: Path) -> None:
+    """With ``known_gsd`` each variant is footage of known GSD (the training's / z): GSD-aware inference resizes a
+    2x zoom by 1/2, a 0.5x mosaic by 2. Without it the variants carry no GSD."""
+    from dronevision.evaluate.altitude import evaluate_altitude
+    from dronevision.infer.gsd import GsdScaler
+    from dronevision.infer.sliced import SliceSettings
+    from dronevision.schema import Detections
+
+    factors: dict[bool, list] = {True: [], False: []}
+
+    def truth_back(detector: object, truth: object, *, settings: SliceSettings, **_: object) -> tuple[list, float]:
+        factors[known].append(GsdScaler(settings.gsd).factor(truth.sizes[0][0]))
+        return [Detections(b.xyxy, b.class_id, np.full(len(b), 0.9)) for b in truth.boxes], 0.0
+
+    truth = load_ground_truth(make_yolo_dataset(tmp_path / "ds", n_train=1, n_val=4, seed=2).parent, "val")
+    predictions = [Detections(b.xyxy, b.class_id, np.full(len(b), 0.9)) for b in truth.boxes]
+    for known in (True, False):
+        kw = {"detector": None, "batch": 2, "out_dir": tmp_path / str(known), "detect": truth_back}
+        result = evaluate_altitude([0.5, 1, 2, 3], truth, predictions, settings=SliceSettings(), known_gsd=known, **kw)
+        assert result["known_gsd"] is known and result["per_scale"]["2"]["map50"] == pytest.approx(1.0)
+    assert factors[True] == pytest.approx([2.0, 0.5, 1 / 3])  # scale 1 is the split's own predictions
+    assert factors[False] == [None, None, None]
+
+
 # --- end to end ------------------------------------------------------------------------------------------------
 
 

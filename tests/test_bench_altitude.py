@@ -23,14 +23,34 @@ def bench():
 def test_help_runs():
     done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    options = ("--epochs", "--imgsz", "--batch", "--out", "--recipe", "--infer", "--fraction", "--skip-plain")
+    options = (
+        "--epochs",
+        "--imgsz",
+        "--batch",
+        "--out",
+        "--recipe",
+        "--infer",
+        "--known",
+        "--fraction",
+        "--skip-plain",
+    )
     assert all(option in done.stdout for option in options)
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([], {"epochs": 30, "imgsz": 416, "batch": 16, "recipe": "augment=aerial", "infer": "slicing=altitude"}),
+        (
+            [],
+            {
+                "epochs": 30,
+                "imgsz": 416,
+                "batch": 16,
+                "recipe": "augment=aerial",
+                "infer": "slicing=altitude",
+                "known": "scales_known_gsd=true",
+            },
+        ),
         (
             ["--epochs", "1", "--imgsz", "64", "--fraction", "0.1", "--recipe", "augment=aerial model=yolov8n_p2"],
             {"epochs": 1, "imgsz": 64, "fraction": 0.1, "recipe": "augment=aerial model=yolov8n_p2"},
@@ -47,24 +67,34 @@ def test_arguments(bench, argv, expected):
 def test_report_marks_targets(bench):
     runs = {"plain": {"train_s": 100.0, "seconds": 120.0}, "recipe": {"train_s": 150.0, "seconds": 170.0}}
     args = {"device": "cpu", "epochs": 30, "imgsz": 416, "batch": 16, "fraction": 1.0, "data": "d", "recipe": "r"}
-    scores = {"plain": (0.6, 0.3), "plain+infer": (0.62, 0.31), "recipe": (0.7, 0.35), "recipe+infer": (0.72, 0.36)}
+    scores = {
+        "plain": (0.6, 0.3),
+        "plain+infer": (0.62, 0.31),
+        "plain+known": (0.64, 0.32),
+        "recipe": (0.7, 0.35),
+        "recipe+infer": (0.72, 0.36),
+        "recipe+known": (0.74, 0.37),
+    }
     record = {
         "command": "python scripts/bench_altitude.py",
         "date": "2025-01-01T00:00:00+00:00",
         "cpu": "some CPU",
         "cores": 2,
-        "args": {**args, "infer": "slicing=altitude"},
+        "args": {**args, "infer": "slicing=altitude", "known": "scales_known_gsd=true"},
         "runs": runs,
         "table": [{"scale": "1", **{c: {"map50": a, "map50_95": b} for c, (a, b) in scores.items()}}],
         "targets": [
-            {"scale": "1", "target": 0.71, "recipe": 0.7, "recipe+infer": 0.72, "met": True},
-            {"scale": "2", "target": 0.65, "recipe": None, "recipe+infer": 0.5, "met": False},
+            {"scale": "1", "target": 0.71, "recipe": 0.7, "recipe+infer": 0.72, "recipe+known": 0.74},
+            {"scale": "2", "target": 0.65, "recipe": None, "recipe+infer": 0.5, "recipe+known": 0.66},
         ],
         "json": "out/bench_altitude.json",
     }
     text = bench.report(record)
-    assert "| 1x | 0.600 | 0.620 | 0.700 | 0.720 | 0.300 | 0.310 | 0.350 | 0.360 |" in text
-    assert "Target 1x: mAP50 >= 0.71: recipe 0.700 not met, recipe+infer 0.720 met" in text
-    assert "Target 2x: mAP50 >= 0.65: recipe – not met, recipe+infer 0.500 not met" in text
+    assert "| 1x | 0.600 | 0.620 | 0.640 | 0.700 | 0.720 | 0.740 |" in text  # mAP50, then mAP50-95
+    assert "| 1x | 0.300 | 0.310 | 0.320 | 0.350 | 0.360 | 0.370 |" in text
+    assert text.index("| map50 |") < text.index("0.740") < text.index("| map50_95 |") < text.index("0.370")
+    assert "Target 1x: mAP50 >= 0.71: recipe 0.700 not met, recipe+infer 0.720 met, recipe+known 0.740 met" in text
+    assert "Target 2x: mAP50 >= 0.65: recipe – not met, recipe+infer 0.500 not met, recipe+known 0.660 met" in text
     assert "| recipe | 150 | 170 | 1.50x |" in text
-    assert "+infer: python -m dronevision.evaluate slicing=altitude" in text
+    assert "+infer: python -m dronevision.evaluate slicing=altitude;" in text
+    assert "+known: python -m dronevision.evaluate scales_known_gsd=true" in text

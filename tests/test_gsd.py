@@ -385,6 +385,28 @@ def test_larger_scales_find_objects_seen_from_higher_up_in_tiles() -> None:
     assert sorted(det.xyxy.round().tolist()) == [[20, 30, 30, 40], [80, 70, 112, 102]]
 
 
+class HaloBlobDetector(SizedBlobDetector):
+    """Also reports, at confidence 0.01, one box around each whole input: the weak boxes a model gives at
+    evaluate's conf 0.001."""
+
+    def _predict_batch(self, images_bgr: list[np.ndarray]) -> list[Detections]:
+        out = []
+        for image, det in zip(images_bgr, super()._predict_batch(images_bgr)):
+            h, w = image.shape[:2]
+            halo = Detections(xyxy=np.array([[0.0, 0.0, w, h]]), class_id=np.zeros(1), confidence=np.array([0.01]))
+            out.append(Detections.merge([det, halo]))
+        return out
+
+
+def test_tiles_of_a_frame_larger_than_the_input_merge_by_nms_whatever_the_group_says() -> None:
+    # the group's default merge is SAHI's NMM: it would unite the square with the weak box around its tile
+    image = _squares((64, 64), (20, 30, 6))
+    settings = SliceSettings(gsd=GsdSettings(train_m=1.0, value_m=2.0))  # seen from twice as high: enlarged 2x
+    assert (settings.merge, settings.match) == ("nmm", "ios")
+    [det] = scaled_predict(HaloBlobDetector(), [image], settings, factors=2.0)
+    assert [20, 30, 26, 36] in det.xyxy.round().tolist()
+
+
 @pytest.mark.parametrize("config", ["evaluate", "track", "sample"])
 def test_slicing_altitude_preset(config: str) -> None:
     from tests.conftest import compose_config

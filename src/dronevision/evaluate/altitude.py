@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -349,6 +350,19 @@ def build_variant(truth: GroundTruth, z: float, out: Path) -> tuple[Path, dict[s
 # --- the evaluation --------------------------------------------------------------------------------------------
 
 
+def known_gsd_settings(settings: SliceSettings, z: float) -> SliceSettings:
+    """``settings`` for the variant at zoom ``z`` with its altitude known: its GSD is the training's divided by ``z``
+    (``slicing.gsd.train_m``, or 1 when unset: only the ratio matters), so GSD-aware inference resizes it by 1/z.
+
+    Examples:
+        >>> from dronevision.infer import SliceSettings
+        >>> known_gsd_settings(SliceSettings(), 2.0).gsd
+        GsdSettings(train_m=1.0, value_m=0.5, altitude_m=None, focal_mm=None, sensor_width_mm=None, sidecar=True)
+    """
+    train_m = settings.gsd.train_m or 1.0
+    return replace(settings, gsd=replace(settings.gsd, train_m=train_m, value_m=train_m / z, altitude_m=None))
+
+
 def evaluate_altitude(
     scales: Sequence[float],
     truth: GroundTruth,
@@ -360,11 +374,13 @@ def evaluate_altitude(
     out_dir: Path,
     coco: Mapping[str, Any] | None = None,
     detect: Any = None,
+    known_gsd: bool = False,
 ) -> dict[str, Any]:
     """COCO mAP50 and mAP50-95 of ``detector`` per scale, on variants built under ``out_dir/altitude/<z>/``; scale 1
     is the split itself, scored from ``predictions`` (or ``coco``, the main evaluation's COCO result, when given).
     ``detect(detector, variant, settings=, batch=, progress=)`` makes a variant's detections: the evaluate stage's
-    ``predict`` by default; detections made elsewhere can be scored the same way.
+    ``predict`` by default; detections made elsewhere can be scored the same way. ``known_gsd``: each variant is
+    read as footage whose altitude is known (:func:`known_gsd_settings`), so GSD-aware inference resizes it back.
     Writes ``out_dir/altitude_curve.png``; returns metrics.json's ``altitude`` block."""
     from dronevision.evaluate.command import compute_metrics, predict
     from dronevision.evaluate.ground_truth import load_ground_truth
@@ -380,7 +396,8 @@ def evaluate_altitude(
         else:
             folder, counts = build_variant(truth, z, out_dir / "altitude" / scale_name(z))
             variant, dropped = load_ground_truth(folder, "val"), counts["dropped"]
-            found, _ = detect(detector, variant, settings=settings, batch=batch, progress=False)
+            seen = known_gsd_settings(settings, z) if known_gsd else settings
+            found, _ = detect(detector, variant, settings=seen, batch=batch, progress=False)
             overall = compute_metrics("coco", variant, found)["overall"]
         per_scale[scale_name(z)] = {
             "map50": overall["AP50"],
@@ -391,4 +408,4 @@ def evaluate_altitude(
         }
         log.info("altitude %s: mAP50 %s mAP50-95 %s", scale_name(z), overall["AP50"], overall["AP"])
     curve = plot_altitude_curve(per_scale, out_dir / "altitude_curve.png")
-    return {"scales": list(scales), "per_scale": per_scale, "curve": str(curve)}
+    return {"scales": list(scales), "known_gsd": known_gsd, "per_scale": per_scale, "curve": str(curve)}

@@ -287,6 +287,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise DroneVisionError(f"predictions.format '{cfg.predictions.format}' is not one of visdrone, coco")
     slicing = SliceSettings.from_config(cfg.slicing)
     scales = check_scales(cfg.get("scales"), with_weights=weights is not None)
+    known_gsd = cfg.get("scales_known_gsd", False)
+    if not isinstance(known_gsd, bool):
+        raise DroneVisionError(f"scales_known_gsd must be true or false, got {known_gsd!r}")
     if weights is not None:
         weights = check_weights(Path(weights), int(cfg.model.imgsz) if cfg.model.imgsz else None)
     given = None if OmegaConf.is_missing(cfg.dataset, "path") else cfg.dataset.path
@@ -330,6 +333,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
     if scales:  # the altitude shift: the same model on zoomed variants of the split
         kw = {"detector": detector, "settings": slicing, "batch": int(cfg.model.batch), "coco": metrics.get("coco")}
+        kw["known_gsd"] = known_gsd
         metrics["altitude"] = evaluate_altitude(scales, truth, predictions, out_dir=out_dir, **kw)
     metrics["n_images"] = len(truth.images)
     metrics["seconds_per_image"] = seconds_per_image
