@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -417,6 +418,24 @@ def test_slicing_altitude_preset(config: str) -> None:
     assert (settings.merge, settings.match, settings.enabled) == ("nms", "iou", False)
     with pytest.raises(DroneVisionError, match="scales_focus must be a number >= 0"):
         SliceSettings(scales_focus=-1)
+
+
+@pytest.mark.parametrize(
+    ("config", "merge"), [("evaluate", "nms"), ("compare", "nms"), ("track", "nmm"), ("sample", "nmm")]
+)
+def test_scoring_merges_tiles_by_nms_and_the_conf_0_25_stages_by_nmm(config: str, merge: str) -> None:
+    from tests.conftest import compose_config
+
+    settings = SliceSettings.from_config(compose_config(config).slicing)
+    assert (settings.merge, settings.match) == (merge, "iou" if merge == "nms" else "ios")
+    assert (settings.tile, settings.overlap, settings.full_frame, settings.enabled) == (640, 0.2, True, False)
+    nmm = SliceSettings.from_config(compose_config(config, "slicing.merge=nmm", "slicing.match=ios").slicing)
+    assert (nmm.merge, nmm.match) == ("nmm", "ios")
+    # sliced, with the weak boxes of a low conf: NMS keeps the square, NMM unites it with its tile's weak box
+    image, square = _squares((128, 128), (20, 30, 10)), [20, 30, 30, 40]
+    sliced = replace(settings, enabled=True, tile=64, full_frame=False)
+    [det] = scaled_predict(HaloBlobDetector(), [image], sliced, factors=1.0)
+    assert (square in det.xyxy.round().tolist()) == (merge == "nms")
 
 
 def test_pad_and_view_arithmetic() -> None:

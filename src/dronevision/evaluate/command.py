@@ -286,6 +286,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.predictions.format not in (None, "visdrone", "coco"):
         raise DroneVisionError(f"predictions.format '{cfg.predictions.format}' is not one of visdrone, coco")
     slicing = SliceSettings.from_config(cfg.slicing)
+    if slicing.merge == "nmm" and (slicing.enabled or slicing.scaling) and float(cfg.model.conf) < 0.1:
+        log.warning(
+            "slicing.merge=nmm at model.conf %s: NMM unites each box with the weak boxes around it and mAP collapses;"
+            " evaluate's default is slicing.merge=nms (configs/slicing/scoring.yaml)",
+            cfg.model.conf,
+        )
     scales = check_scales(cfg.get("scales"), with_weights=weights is not None)
     known_gsd = cfg.get("scales_known_gsd", False)
     if not isinstance(known_gsd, bool):
