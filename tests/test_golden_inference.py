@@ -114,8 +114,14 @@ CASES = {
     "evaluate_pt": lambda m, out: _evaluate_rows(m["pt"], out),
     "evaluate_onnx": lambda m, out: _evaluate_rows(m["onnx"], out),
     "evaluate_pt_sliced": lambda m, out: _evaluate_rows(
-        m["pt"], out, "slicing.enabled=true", "slicing.tile=192", "slicing.overlap=0.2", "slicing=default"
-    ),  # recorded with the group's NMM, before evaluate's default became configs/slicing/scoring.yaml (NMS)
+        m["pt"],
+        out,
+        "slicing.enabled=true",
+        "slicing.tile=192",
+        "slicing.overlap=0.2",
+        "slicing.merge=nmm",
+        "slicing.match=ios",
+    ),  # recorded with the group's NMM/IoS, before its default became NMS/IoU
     "prelabel_pt": lambda m, out: _prelabel_rows(m["pt"]),
     "prelabel_onnx_sliced": lambda m, out: _prelabel_rows(
         m["onnx"], runtime="ort-cpu", slicing=SliceSettings(enabled=True, tile=192, overlap=0.2, full_frame=False)

@@ -400,10 +400,10 @@ class HaloBlobDetector(SizedBlobDetector):
 
 
 def test_tiles_of_a_frame_larger_than_the_input_merge_by_nms_whatever_the_group_says() -> None:
-    # the group's default merge is SAHI's NMM: it would unite the square with the weak box around its tile
+    # SAHI's NMM (SliceSettings' default) would unite the square with the weak box around its tile
     image = _squares((64, 64), (20, 30, 6))
     settings = SliceSettings(gsd=GsdSettings(train_m=1.0, value_m=2.0))  # seen from twice as high: enlarged 2x
-    assert (settings.merge, settings.match) == ("nmm", "ios")
+    assert (settings.merge, settings.match) == ("nmm", "ios")  # SliceSettings' own defaults are SAHI's
     [det] = scaled_predict(HaloBlobDetector(), [image], settings, factors=2.0)
     assert [20, 30, 26, 36] in det.xyxy.round().tolist()
 
@@ -420,22 +420,21 @@ def test_slicing_altitude_preset(config: str) -> None:
         SliceSettings(scales_focus=-1)
 
 
-@pytest.mark.parametrize(
-    ("config", "merge"), [("evaluate", "nms"), ("compare", "nms"), ("track", "nmm"), ("sample", "nmm")]
-)
-def test_scoring_merges_tiles_by_nms_and_the_conf_0_25_stages_by_nmm(config: str, merge: str) -> None:
+@pytest.mark.parametrize("config", ["evaluate", "compare", "track", "sample"])
+def test_every_stage_merges_tiles_by_nms_unless_nmm_is_asked_for(config: str) -> None:
     from tests.conftest import compose_config
 
     settings = SliceSettings.from_config(compose_config(config).slicing)
-    assert (settings.merge, settings.match) == (merge, "iou" if merge == "nms" else "ios")
+    assert (settings.merge, settings.match) == ("nms", "iou")
     assert (settings.tile, settings.overlap, settings.full_frame, settings.enabled) == (640, 0.2, True, False)
     nmm = SliceSettings.from_config(compose_config(config, "slicing.merge=nmm", "slicing.match=ios").slicing)
     assert (nmm.merge, nmm.match) == ("nmm", "ios")
-    # sliced, with the weak boxes of a low conf: NMS keeps the square, NMM unites it with its tile's weak box
+    # sliced, with a weak box around each tile: NMS keeps the square, NMM unites it with its tile's weak box
     image, square = _squares((128, 128), (20, 30, 10)), [20, 30, 30, 40]
-    sliced = replace(settings, enabled=True, tile=64, full_frame=False)
-    [det] = scaled_predict(HaloBlobDetector(), [image], sliced, factors=1.0)
-    assert (square in det.xyxy.round().tolist()) == (merge == "nms")
+    for asked, kept in ((settings, True), (nmm, False)):
+        sliced = replace(asked, enabled=True, tile=64, full_frame=False)
+        [det] = scaled_predict(HaloBlobDetector(), [image], sliced, factors=1.0)
+        assert (square in det.xyxy.round().tolist()) is kept
 
 
 def test_pad_and_view_arithmetic() -> None:

@@ -288,8 +288,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     slicing = SliceSettings.from_config(cfg.slicing)
     if slicing.merge == "nmm" and (slicing.enabled or slicing.scaling) and float(cfg.model.conf) < 0.1:
         log.warning(
-            "slicing.merge=nmm at model.conf %s: NMM unites each box with the weak boxes around it and mAP collapses;"
-            " evaluate's default is slicing.merge=nms (configs/slicing/scoring.yaml)",
+            "slicing.merge=nmm at model.conf %s: NMM unites each box with the weak boxes around it and mAP collapses"
+            " (docs/evaluate.md, 'Sliced inference'); the default is slicing.merge=nms slicing.match=iou",
             cfg.model.conf,
         )
     scales = check_scales(cfg.get("scales"), with_weights=weights is not None)
