@@ -7,7 +7,8 @@
      with its MLflow callback removed and torch on all cores once ultralytics has picked the device (as
      dronevision's trainer does; ultralytics alone leaves one core idle);
    - **recipe**: ``python -m dronevision.train dataset.path=<data> train.epochs=E train.imgsz=S <--recipe>``
-     (default ``augment=aerial``; e.g. ``--recipe "augment=aerial model=yolov8n_p2"``), ONNX export off;
+     (default none: the default recipe, today ``augment=light``; e.g. ``--recipe "augment=aerial"`` for the zoom
+     policy, ``--recipe "augment=aerial model=yolov8n_p2"``), ONNX export off;
 
    each in a process of its own, its output in ``<out>/<name>.log``;
 2. scores both ``best.pt`` on the TEST split at zoom 0.5, 1, 2 and 3 with ``python -m dronevision.evaluate
@@ -222,7 +223,7 @@ def report(record: dict[str, Any]) -> str:
         f"Date: {record['date']}; CPU: {record['cpu']} ({record['cores']} cores); device {a['device']}",
         f"Both from scratch, {a['epochs']} epochs at {a['imgsz']} px, batch {a['batch']}, fraction {a['fraction']},"
         f" on {a['data']} (train; val: valid); scored on its test split, COCO protocol",
-        f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe']};"
+        f"plain: ultralytics YOLOv8n; recipe: python -m dronevision.train {a['recipe'] or '(its defaults)'};"
         f" +infer: python -m dronevision.evaluate {record.get('infer', a['infer'])};"
         f" +known: python -m dronevision.evaluate {a.get('known', '')}",
     ]
@@ -255,7 +256,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=AERIAL_CARS, help="a YOLO dataset (folder or data.yaml)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_altitude"), help="every output lands here")
     parser.add_argument(
-        "--recipe", default="augment=aerial", help='dronevision.train overrides, e.g. "augment=aerial model=yolov8n_p2"'
+        "--recipe", default="", help='dronevision.train overrides (none: the default recipe), e.g. "augment=aerial"'
     )
     parser.add_argument(
         "--infer", default="slicing=altitude", help="dronevision.evaluate overrides of the +infer columns"

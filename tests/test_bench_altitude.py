@@ -46,7 +46,7 @@ def test_help_runs():
                 "epochs": 30,
                 "imgsz": 416,
                 "batch": 16,
-                "recipe": "augment=aerial",
+                "recipe": "",
                 "infer": "slicing=altitude",
                 "known": "scales_known_gsd=true",
             },
