@@ -9,7 +9,9 @@ check, the benchmark's end-to-end path, the evaluation after training, track) go
 - :mod:`~dronevision.infer.merge`: the project's one NMS, and greedy NMM, with IoU or IoS matching (pure).
 - :mod:`~dronevision.infer.geometry`: tiles covering an image, boxes cut by tile edges (pure; also the dataset
   stage's tiling).
-- :mod:`~dronevision.infer.detector`: :func:`load_detector` for ``.pt`` (ultralytics on torch), ``.onnx`` and IR.
+- :mod:`~dronevision.infer.detector`: :class:`Detector`, the batching every backend shares (pure core: runtime choice,
+  chunks).
+- :mod:`~dronevision.infer.backends`: :func:`load_detector` for ``.pt`` (ultralytics on torch), ``.onnx`` and IR.
 - :mod:`~dronevision.infer.sliced`: :class:`SliceSettings`, :func:`sliced_predict`, :func:`predict_images`.
 - :mod:`~dronevision.infer.gsd`: GSD-aware inference: :class:`GsdSettings` (``slicing.gsd``), :class:`GsdScaler`
   (sidecar, DJI SRT or config), :func:`gsd_from_altitude`, :func:`resize_factor`, :func:`parse_srt` (pure).
@@ -22,7 +24,8 @@ Example::
     det = sliced_predict(detector, frame_bgr, SliceSettings(enabled=True, tile=640, overlap=0.2, batch=6))
 """
 
-from dronevision.infer.detector import Detector, OnnxDetector, TorchDetector, default_threads, load_detector
+from dronevision.infer.backends import OnnxDetector, TorchDetector, load_detector
+from dronevision.infer.detector import Detector, default_threads
 from dronevision.infer.geometry import box_areas, clip_boxes, shift_boxes, slice_bboxes
 from dronevision.infer.gsd import (
     GsdScaler,
