@@ -67,24 +67,11 @@ demo: $(STAMP)
 	$(PY) -m dronevision.track model=$(DEMO)/export/model_fp32.onnx input=$(DEMO)/flights out_dir=$(DEMO)/track \
 		labels.format=visdrone-vid labels.path=$(DEMO)/flights/annotations
 
-## test: the whole suite, fast and slow tests (GPU tests skip themselves without a GPU), in four pytest processes,
-##       two at a time (each group's output is printed when it ends). In one process, CPython died with SIGSEGV
-##       after 700-780 tests (torch trainings, OpenVINO, ONNX Runtime, Ray and PyAV all in one interpreter), each time
-##       at another, unrelated test (three runs, 2026-12-06; gdb: a built-in type's attribute lookup, i.e. memory
-##       corrupted earlier by native code); no group crashed on its own. The two files that start Ray clusters
-##       (test_sample.py, test_track.py) are in groups that never run at the same time.
-TEST_ROUNDS = "e-i j-s" "a-d t-z"
+## test: the whole suite, fast and slow tests (GPU tests skip themselves without a GPU): five pytest processes in two
+##       chains side by side, balanced by measured time, each process's output printed when it ends, then each
+##       one's time (scripts/run_tests.sh says why, and keeps the two Ray files apart).
 test: $(STAMP)
-	@tmp=$$(mktemp -d); status=0; \
-	for round in $(TEST_ROUNDS); do \
-		for g in $$round; do \
-			paths="tests/test_[$$g]*.py"; [ $$g = t-z ] && paths="$$paths src/dronevision"; \
-			( $(PY) -m pytest $$paths > $$tmp/$$g.log 2>&1; echo $$? > $$tmp/$$g.rc ) & \
-		done; wait; \
-		for g in $$round; do \
-			echo "== pytest tests/test_[$$g]*.py"; cat $$tmp/$$g.log; [ "$$(cat $$tmp/$$g.rc)" = 0 ] || status=1; \
-		done; \
-	done; rm -rf $$tmp; exit $$status
+	PY=$(PY) bash scripts/run_tests.sh
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
