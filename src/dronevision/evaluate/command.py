@@ -339,8 +339,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
     if scales:  # the altitude shift: the same model on zoomed variants of the split
         kw = {"detector": detector, "settings": slicing, "batch": int(cfg.model.batch), "coco": metrics.get("coco")}
-        kw["known_gsd"] = known_gsd
-        metrics["altitude"] = evaluate_altitude(scales, truth, predictions, out_dir=out_dir, **kw)
+        metrics["altitude"] = evaluate_altitude(scales, truth, predictions, out_dir=out_dir, known_gsd=known_gsd, **kw)
     metrics["n_images"] = len(truth.images)
     metrics["seconds_per_image"] = seconds_per_image
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
