@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import xml.etree.ElementTree as ET
 from bisect import bisect_right
 from collections import Counter
@@ -24,13 +23,8 @@ from dronevision.dataset.cvat.elements import (
     parse_xml,
 )
 from dronevision.dataset.records import BadRecord as _Bad
-from dronevision.dataset.records import (
-    Issues,
-    SourceImage,
-)
+from dronevision.dataset.records import Issues, SourceImage
 from dronevision.errors import DroneVisionError
-
-log = logging.getLogger(__name__)
 
 
 def _track_at(shapes: Sequence[TrackBox], frames: Sequence[int], frame: int) -> tuple[XYXY, bool] | None:
