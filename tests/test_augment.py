@@ -253,7 +253,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["preview", "augment=foo"], "error: unknown augment 'foo'; valid: aerial, light, none\n"),
+        (["preview", "augment=foo"], "error: unknown augment 'foo'; valid: aerial, light, light_zoom, none\n"),
         (
             ["preview", "augment.transforms=[{_target_: albumentations.RandomRotat90}]"],
             "error: augment.transforms[0]: unknown transform 'albumentations.RandomRotat90'; did you mean"

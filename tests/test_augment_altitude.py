@@ -1,9 +1,10 @@
-"""The aerial policy's altitude zoom (issue 16 item 2): the same vehicles 3x smaller or larger, as often zoomed out as
-in, with small boxes kept valid."""
+"""The altitude zoom of the aerial and light_zoom policies (issue 16 item 2): the same vehicles 3x smaller or larger,
+as often zoomed out as in, with small boxes kept valid."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from dronevision.augment import load_policy
@@ -11,19 +12,24 @@ from dronevision.augment.policy import augment_sample, build_compose
 from dronevision.cli import CONFIG_DIR
 
 
-def _altitude_compose(seed: int):  # the policy's altitude entry alone (a OneOf of two Affines), applied every time
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "augment" / "aerial.yaml"))
-    (entry,) = [
-        t
-        for t in cfg["transforms"]
-        if t["_target_"].endswith("OneOf") and {s["_target_"] for s in t["transforms"]} == {"albumentations.Affine"}
-    ]
+def _policy(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "augment" / f"{name}.yaml"))
+
+
+def _is_zoom(t: dict) -> bool:  # the altitude entry: a OneOf of two Affines
+    return t["_target_"].endswith("OneOf") and {s["_target_"] for s in t["transforms"]} == {"albumentations.Affine"}
+
+
+def _altitude_compose(seed: int, name: str = "aerial"):  # the policy's altitude entry alone, applied every time
+    cfg = _policy(name)
+    (entry,) = [t for t in cfg["transforms"] if _is_zoom(t)]
     policy = load_policy({**cfg, "transforms": [{**entry, "p": 1.0}]}, imgsz=416)
     return build_compose(policy.transforms, min_visibility=policy.min_visibility, min_area=policy.min_area, seed=seed)
 
 
-def test_zoom_spans_three_times_either_way_and_keeps_the_aspect() -> None:
-    compose = _altitude_compose(seed=0)  # one compose, called again and again: a new zoom each time
+@pytest.mark.parametrize("name", ["aerial", "light_zoom"])
+def test_zoom_spans_three_times_either_way_and_keeps_the_aspect(name: str) -> None:
+    compose = _altitude_compose(seed=0, name=name)  # one compose, called again and again: a new zoom each time
     image = np.full((416, 416, 3), 90, np.uint8)
     box = np.array([[200.0, 200.0, 230.0, 215.0]])  # 30x15 px, near the centre so zoom-in keeps it whole
     ratios = []
@@ -54,3 +60,12 @@ def test_a_small_vehicle_survives_zooming_out() -> None:
             small = out[ids == 0]
             assert len(small) == 1 and 0 < small[0, 2] - small[0, 0] < 4
     assert strong > 5
+
+
+def test_light_zoom_is_light_plus_the_aerial_zoom_less_often() -> None:
+    light, light_zoom, aerial = _policy("light"), _policy("light_zoom"), _policy("aerial")
+    assert [t for t in light_zoom["transforms"] if not _is_zoom(t)] == light["transforms"]
+    (zoom,) = [t for t in light_zoom["transforms"] if _is_zoom(t)]
+    (aerial_zoom,) = [t for t in aerial["transforms"] if _is_zoom(t)]
+    assert zoom["transforms"] == aerial_zoom["transforms"] and zoom["p"] == 0.3 < aerial_zoom["p"]
+    assert (light_zoom["min_visibility"], light_zoom["min_area"]) == (aerial["min_visibility"], aerial["min_area"])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_altitude.py"
@@ -33,6 +34,8 @@ def test_help_runs():
         "--known",
         "--fraction",
         "--skip-plain",
+        "--seed",
+        "--bootstrap",
     )
     assert all(option in done.stdout for option in options)
 
@@ -49,6 +52,8 @@ def test_help_runs():
                 "recipe": "",
                 "infer": "slicing=altitude",
                 "known": "scales_known_gsd=true",
+                "seed": 0,
+                "bootstrap": 200,
             },
         ),
         (
@@ -56,6 +61,7 @@ def test_help_runs():
             {"epochs": 1, "imgsz": 64, "fraction": 0.1, "recipe": "augment=aerial model=yolov8n_p2"},
         ),
         (["--skip-plain", "--skip-recipe"], {"skip_plain": True, "skip_recipe": True}),
+        (["--seed", "1", "--bootstrap", "0"], {"seed": 1, "bootstrap": 0}),
     ],
 )
 def test_arguments(bench, argv, expected):
@@ -98,3 +104,51 @@ def test_report_marks_targets(bench):
     assert "| recipe | 150 | 170 | 1.50x |" in text
     assert "+infer: python -m dronevision.evaluate slicing=altitude;" in text
     assert "+known: python -m dronevision.evaluate scales_known_gsd=true" in text
+
+
+def _truth(n_images):
+    from dronevision.evaluate.ground_truth import GroundTruth
+    from dronevision.schema import Detections
+
+    boxes = [Detections(np.array([[10.0, 10, 30, 30], [50, 50, 70, 70]]), np.array([0, 0])) for _ in range(n_images)]
+    return GroundTruth(
+        source=Path("test"),
+        kind="dataset",
+        names={0: "vehicle"},
+        images=[Path(f"{i}.jpg") for i in range(n_images)],
+        sizes=[(100, 100)] * n_images,
+        boxes=boxes,
+        ignored=[np.zeros((0, 4))] * n_images,
+    )
+
+
+def test_bootstrap_difference_measures_the_gap_and_its_spread(bench):
+    from dronevision.schema import Detections
+
+    truth = _truth(6)
+    perfect = [Detections(b.xyxy, b.class_id, np.array([0.9, 0.8])) for b in truth.boxes]
+    # the second model misses one of the two vehicles in the first two images: never better, worse in most draws
+    misses = [Detections(b.xyxy[:1], b.class_id[:1], np.array([0.9])) if i < 2 else p
+              for i, (b, p) in enumerate(zip(truth.boxes, perfect))]  # fmt: skip
+    got = bench.bootstrap_difference(truth, perfect, misses, rounds=200, seed=1)
+    assert got["first"] == pytest.approx(1.0) and got["second"] < 1.0
+    assert got["difference"] == pytest.approx(got["second"] - got["first"]) and got["difference"] < 0
+    assert got["low"] < got["high"] <= 0 and got["p_second_better"] == 0
+    assert got["rounds"] == 200 and got["n_images"] == 6
+    same = bench.bootstrap_difference(truth, perfect, perfect, rounds=50)
+    assert same["difference"] == same["low"] == same["high"] == 0
+
+
+def test_report_says_how_far_the_1x_gap_is_from_noise(bench):
+    record = {
+        "command": "c", "date": "d", "cpu": "x", "cores": 2, "json": "j", "table": [], "targets": [],
+        "args": {"device": "cpu", "epochs": 30, "imgsz": 416, "batch": 16, "fraction": 1.0, "data": "d", "recipe": "",
+                 "infer": "slicing=altitude"},
+        "runs": {"plain": {"train_s": 1.0, "seconds": 1.0}, "recipe": {"train_s": 1.0, "seconds": 1.0}},
+        "noise_1x": {"difference": -0.022, "low": -0.1, "high": 0.042, "p_second_better": 0.27, "rounds": 1000,
+                     "n_images": 15},
+    }  # fmt: skip
+    assert (
+        "1x, recipe - plain, mAP50: -0.022; 95% paired bootstrap interval over the 15 test images: [-0.100, +0.042];"
+        " the recipe scores higher in 27% of 1000 draws" in bench.report(record)
+    )
