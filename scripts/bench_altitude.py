@@ -250,7 +250,7 @@ def bootstrap_difference(
 
 def noise_at_1x(args: argparse.Namespace, runs: dict[str, Any]) -> dict[str, float]:
     """:func:`bootstrap_difference` of plain and the recipe on the test split at 1x, with evaluate's own detector
-    settings (the table's 1x row, as is): is the recipe's 1x gap to plain larger than what 15 test images can show?"""
+    settings (the table's 1x row, as is): is the recipe's 1x gap to plain larger than the test images can show?"""
     import numpy as np
 
     from dronevision.evaluate.command import default_model_settings, load_evaluation_detector, predict
