@@ -231,13 +231,6 @@ def _policy(*transforms: dict, **settings: Any) -> dict:
         (_policy(min_visibility=1.3), None, "augment.min_visibility=1.3 must be in \\[0, 1\\]"),
         (_policy(min_area=-1), None, "augment.min_area=-1"),
         ({"name": "t", "transforms": [], "min_visiblity": 0.3}, None, "did you mean augment.min_visibility"),
-        (
-            {**_policy({"_target_": "albumentations.ToGray"}), "until_close_mosaic": [1]},
-            None,
-            "augment.until_close_mosaic=\\[1\\] must list distinct indices of augment.transforms \\(0 to 0\\)",
-        ),
-        ({**_policy({"_target_": "albumentations.ToGray"}), "until_close_mosaic": [0, 0]}, None, "distinct indices"),
-        ({**_policy({"_target_": "albumentations.ToGray"}), "until_close_mosaic": "0"}, None, "distinct indices"),
     ],
 )
 def test_bad_policy_is_one_clear_line(cfg: dict, imgsz: int | None, message: str) -> None:
@@ -465,23 +458,6 @@ def test_policy_transforms_reach_training_batches_also_after_close_mosaic(
     assert not any(
         _gray(b) for b in _batches(plain.get_dataloader(plain.data["train"], batch_size=4, rank=-1, mode="train"))
     )
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_until_close_mosaic_transforms_stop_with_mosaic(tmp_path: Path, data_yaml: Path, workers: int) -> None:
-    flip = {"_target_": "albumentations.HorizontalFlip", "p": 0.5}
-    policy = load_policy({**GRAY, "transforms": [flip, *GRAY["transforms"]], "until_close_mosaic": [1]})
-    assert policy.until_close_mosaic == (1,)
-    trainer = _trainer(tmp_path, data_yaml, policy)
-    trainer.args.workers = workers
-    loader = trainer.get_dataloader(trainer.data["train"], batch_size=4, rank=-1, mode="train")
-    assert all(_gray(b) for b in _batches(loader)), "before close_mosaic: every transform"
-
-    loader.dataset.close_mosaic(hyp=copy(trainer.args))  # what the trainer does for the last close_mosaic epochs
-    loader.reset()
-    step = next(t for t in loader.dataset.transforms.transforms if isinstance(t, PolicyAlbumentations))
-    assert [type(t).__name__ for t in step.transforms] == ["HorizontalFlip"]
-    assert not any(_gray(b) for b in _batches(loader)), "after it: ToGray is left out"
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -23,7 +23,7 @@ from dronevision.errors import DroneVisionError
 if TYPE_CHECKING:
     import albumentations as A
 
-POLICY_KEYS = ("name", "min_visibility", "min_area", "transforms", "until_close_mosaic")
+POLICY_KEYS = ("name", "min_visibility", "min_area", "transforms")
 LIST_COMMAND = "python -m dronevision.augment list"
 COMPOSITIONS = ("OneOf", "SomeOf", "Sequential")
 OWN_MODULE = "dronevision.augment.transforms"  # cheap pixel transforms of our own (Haze)
@@ -75,9 +75,6 @@ class Policy:
         transforms: albumentations transforms, in order (what ultralytics' ``augmentations`` argument takes).
         min_visibility: a box keeping less than this fraction of its area after a transform is dropped.
         min_area: a box smaller than this many square pixels after a transform is dropped.
-        until_close_mosaic: indices of ``transforms`` that training drops with mosaic for the last
-            ``train.close_mosaic`` epochs, so that the model ends on the data as it is (the offline ``augment``
-            command applies every transform).
         config: the policy's config as given, for logging.
     """
 
@@ -85,7 +82,6 @@ class Policy:
     transforms: list[Any]
     min_visibility: float = 0.0
     min_area: float = 0.0
-    until_close_mosaic: tuple[int, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
 
     def compose(self, *, seed: int | None = None) -> A.Compose:
@@ -312,17 +308,6 @@ def check_policy_config(cfg: Mapping[str, Any], *, imgsz: int | None = None) -> 
         raise DroneVisionError("augment.transforms must be a list of {_target_: albumentations.<Name>, ...}")
     for i, entry in enumerate(transforms):
         check_transform(entry, where=f"augment.transforms[{i}]", imgsz=imgsz)
-    early = cfg.get("until_close_mosaic") or []
-    if (
-        not isinstance(early, Sequence)
-        or isinstance(early, str)
-        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(transforms) for i in early)
-        or len(set(early)) != len(early)
-    ):
-        raise DroneVisionError(
-            f"augment.until_close_mosaic={early} must list distinct indices of augment.transforms"
-            f" (0 to {len(transforms) - 1})"
-        )
 
 
 def pydantic_reason(message: str) -> str:
@@ -387,7 +372,6 @@ def load_policy(cfg: Mapping[str, Any] | Any, *, imgsz: int | None = None) -> Po
         transforms=transforms,
         min_visibility=float(raw.get("min_visibility", 0.0)),
         min_area=float(raw.get("min_area", 0.0)),
-        until_close_mosaic=tuple(raw.get("until_close_mosaic") or ()),
         config=raw,
     )
 

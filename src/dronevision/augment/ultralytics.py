@@ -9,8 +9,7 @@ for :class:`PolicyAlbumentations`, built from the same transforms: boxes are fil
 ``min_visibility`` / ``min_area``, and an image that loses all its boxes is kept as a negative (augmented image,
 no labels) and counted in shared memory, readable with :func:`negatives_made` from the training process while
 DataLoader workers (forked) do the work. The swap is re-applied whenever the dataset rebuilds its transforms
-(``close_mosaic``); from then on, the transforms the policy lists in ``until_close_mosaic`` are left out, as
-mosaic is, so that the last ``train.close_mosaic`` epochs see the data as it is.
+(``close_mosaic``).
 
 At this point of ultralytics' pipeline the label dict holds ``img`` (BGR uint8, ``imgsz`` square after
 RandomPerspective), ``cls`` (N, 1) and ``instances`` (:class:`ultralytics.utils.instance.Instances`, xyxy pixels
@@ -43,8 +42,6 @@ class PolicyHook:
         self.min_visibility = policy.min_visibility
         self.min_area = policy.min_area
         self.expected = [A.to_dict(t)["transform"] for t in policy.transforms]
-        self.until_close_mosaic = frozenset(policy.until_close_mosaic)
-        self.closed = False  # set by the dataset's close_mosaic, before it rebuilds its transforms
         self.negatives = multiprocessing.Value("q", 0)  # shared with forked DataLoader workers
 
     def install(self, transforms: Any) -> Any:
@@ -74,13 +71,6 @@ class PolicyHook:
                     f"ultralytics received augmentations {names}, not policy '{self.name}'"
                     f" {[d['__class_fullname__'] for d in self.expected]}: pass augmentations=policy.transforms to"
                     " model.train() (an empty list for a policy without transforms)"
-                )
-            if self.closed and self.until_close_mosaic:
-                given = [t for j, t in enumerate(given) if j not in self.until_close_mosaic]
-                log.info(
-                    "close_mosaic: policy '%s' leaves out transforms %s from now on",
-                    self.name,
-                    sorted(self.until_close_mosaic),
                 )
             steps[i] = PolicyAlbumentations(
                 given, min_visibility=self.min_visibility, min_area=self.min_area, negatives=self.negatives
@@ -152,17 +142,6 @@ class PolicyAlbumentations:
         return f"PolicyAlbumentations({', '.join(type(t).__name__ for t in self.transforms)})"
 
 
-class _CloseMosaicWithPolicy:
-    """Stands in for ``dataset.close_mosaic``: tells the hook that mosaic is over, then does what ultralytics does."""
-
-    def __init__(self, close: Any, hook: PolicyHook) -> None:
-        self.close, self.hook = close, hook
-
-    def __call__(self, hyp: Any) -> Any:
-        self.hook.closed = True
-        return self.close(hyp)
-
-
 class _BuildTransformsWithPolicy:
     """Stands in for ``dataset.build_transforms``: builds as ultralytics does, then installs the policy step."""
 
@@ -189,23 +168,18 @@ def use_policy(dataset: Any, policy: Policy) -> None:
         raise DroneVisionError("use_policy handles detection datasets only (no segments or keypoints)")
     if getattr(dataset, "use_obb", False):
         raise DroneVisionError("use_policy handles axis-aligned boxes only (not OBB)")
-    build, close = dataset.build_transforms, dataset.close_mosaic
+    build = dataset.build_transforms
     if isinstance(build, _BuildTransformsWithPolicy):
-        build = build.build  # applied twice: keep ultralytics' own methods underneath
-    if isinstance(close, _CloseMosaicWithPolicy):
-        close = close.close
+        build = build.build  # applied twice: keep ultralytics' own builder underneath
     hook = PolicyHook(policy)
     hook.install(dataset.transforms)
     dataset.build_transforms = _BuildTransformsWithPolicy(build, hook)
-    dataset.close_mosaic = _CloseMosaicWithPolicy(close, hook)
     dataset.dronevision_policy = hook
-    early = f" ({list(policy.until_close_mosaic)} only until close_mosaic)" if policy.until_close_mosaic else ""
     log.info(
-        "augment policy '%s' in ultralytics' pipeline: %d transforms%s, min_visibility %g, min_area %g;"
+        "augment policy '%s' in ultralytics' pipeline: %d transforms, min_visibility %g, min_area %g;"
         " images left without boxes are kept as negatives",
         policy.name,
         len(policy.transforms),
-        early,
         policy.min_visibility,
         policy.min_area,
     )
