@@ -439,6 +439,13 @@ def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         if best["speedup_vs_sahi_all"] is not None:
             ratio = best["speedup_vs_sahi_all"]
             print(f"  {ratio:.2f}x SAHI given every core ({threads} threads; goal >= 2x: {ratio >= 2})")
+        inference = best["split_s"].get("inference")
+        if inference:  # what no change outside the model can pass: the same inferences with nothing around them
+            ms = 1000 * inference
+            ceiling = f"  ceiling with nothing but its inference ({ms:.0f} ms/frame): {sahi_s / inference:.2f}x SAHI"
+            if "sahi-all" in times:
+                ceiling += f", {statistics.median(times['sahi-all']) / inference:.2f}x SAHI given every core"
+            print(ceiling)
     same_backend = min((r for r in rows if r["key"].startswith("torch-")), key=lambda r: r["match_rate"], default=None)
     if same_backend:
         rate = same_backend["match_rate"]

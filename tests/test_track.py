@@ -219,6 +219,8 @@ def test_track_writes_the_per_video_and_merged_reports(footage: dict[str, Any], 
     assert summary["frames_decoded"] == summary["frames_processed"] == 60 and summary["footage_s"] == 6.0
     assert summary["sightings"] > 0 and summary["per_class"]["car"]["detections"] >= summary["sightings"]
     assert set(summary["time_split_s"]) == {"decode", "detect", "track", "write"}
+    assert all(v["setup_s"] > 0 and v["seconds"] > 0 for v in summary["per_video"])
+    assert summary["setup_seconds"] == pytest.approx(sum(v["setup_s"] for v in summary["per_video"]), abs=0.01)
     merged = _rows(out / "sightings.csv")
     assert len(merged) == summary["sightings"] == sum(v["n_sightings"] for v in summary["per_video"])
     for video in summary["per_video"]:
@@ -249,6 +251,23 @@ def test_track_writes_the_per_video_and_merged_reports(footage: dict[str, Any], 
     assert again["skipped_videos"] == 3 and _rows(out / "sightings.csv") == merged
     changed = _track(footage, out, *labels, "sightings.min_frames=4")  # a setting changed: tracked again
     assert changed["skipped_videos"] == 0 and changed["sightings"] <= summary["sightings"]
+
+
+@pytest.mark.slow
+def test_the_warm_up_compiles_the_session_the_videos_frames_use(footage: dict[str, Any]) -> None:
+    """OpenVINO compiles a session per input shape; after the warm-up on blank frames of the video's size, tracking
+    its real frames compiles nothing more (so no compilation falls inside the video's timed seconds)."""
+    from dronevision.infer import load_detector
+    from dronevision.sample.decode import read_frames
+    from dronevision.track.video import warm_up
+
+    detector = load_detector(footage["onnx"], runtime="openvino", conf=0.1, threads=1)
+    info, frames = read_frames(footage["flights"] / "flightB.mp4")
+    assert info["size_hw"] == (192, 320)
+    warm_up(detector, info["size_hw"], 4)
+    compiled = len(detector._sessions)
+    detector.predict([f.bgr() for f in list(frames)[:4]], batch=4)
+    assert len(detector._sessions) == compiled
 
 
 @pytest.mark.slow

@@ -136,6 +136,9 @@ def read_frames(
 ) -> tuple[dict[str, Any], Iterator[DecodedFrame]]:
     """Open a video (or image-sequence folder) and return its info and a lazy iterator of frames in the window.
 
+    The info holds ``fps``, ``duration_s``, ``frames``, ``codec`` and ``size_hw`` (None where the container does
+    not say, and for image sequences).
+
     ``skip_frames`` tells FFmpeg which frames not to decode at all: ``bidir`` (B-frames, which no I/P frame
     depends on), ``nonref`` (frames nothing refers to) or ``nonkey`` (everything but key frames).
 
@@ -147,7 +150,8 @@ def read_frames(
     """
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        info = {"fps": image_fps, "duration_s": len(files) / image_fps, "frames": len(files), "codec": "images"}
+        n = len(files)
+        info = {"fps": image_fps, "duration_s": n / image_fps, "frames": n, "codec": "images", "size_hw": None}
         check_start(start_s, info["duration_s"])
         return info, _sequence_frames(files, image_fps, start_s, end_s)
     if not path.is_file():
@@ -184,6 +188,7 @@ def read_frames(
     fps = float(stream.average_rate or stream.guessed_rate or 0) or None
     duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
     info = {"fps": fps, "duration_s": duration or None, "frames": stream.frames or None, "codec": decoder.name}
+    info["size_hw"] = (decoder.height, decoder.width) if decoder.height and decoder.width else None
     try:
         check_start(start_s, info["duration_s"])
     except VideoError:

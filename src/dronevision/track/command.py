@@ -229,6 +229,7 @@ def _report(
         "footage_s": round(footage, 3),
         "seconds": round(seconds, 3),
         "tracking_seconds": round(video_seconds, 3),
+        "setup_seconds": round(sum(r.get("setup_s", 0.0) for r in good), 3),
         "frames_per_s": round(processed / video_seconds, 2) if video_seconds else None,
         "realtime_factor": round(footage / video_seconds, 2) if video_seconds else None,
         "sightings": sum(c["sightings"] for c in classes.values()),
