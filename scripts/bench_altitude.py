@@ -8,7 +8,7 @@
      dronevision's trainer does; ultralytics alone leaves one core idle);
    - **recipe**: ``python -m dronevision.train dataset.path=<data> train.epochs=E train.imgsz=S <--recipe>``
      (default none: the default recipe, today ``augment=light``; e.g. ``--recipe experiment=altitude`` for the
-     altitude recipe, yolov8s with the default policy; ``--recipe augment=aerial``), ONNX export off;
+     altitude recipe, yolov8s with ``light_zoom``; ``--recipe augment=aerial``), ONNX export off;
 
    each in a process of its own, its output in ``<out>/<name>.log``;
 2. scores both ``best.pt`` on the TEST split at zoom 0.5, 1, 2 and 3 with ``python -m dronevision.evaluate
